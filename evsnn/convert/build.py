@@ -1,0 +1,207 @@
+"""ANN graph → SNN network.
+
+Every activation node (QuantAct, ClipAct) becomes a population named after
+it; a MaxPool fed by an activation becomes a ``maxpool`` gate population (a
+MaxPool placed before its activation is moved after it first: max commutes
+with a monotone activation). The linear nodes between populations become
+projections (see :mod:`.compose`) and their biases become per-neuron bias
+currents. The graph output becomes the readout.
+
+Normalisation (design.md, "Exactness"): thresholds are 1; a projection from a
+population of scale λ_pre to one of scale λ_post carries W·λ_pre/λ_post, the
+input (analog or rate, value x per step) carries W/λ_post, a bias is b/λ_post
+per wake step. Then over T_w = L steps a neuron receives X = L·z/λ_post in
+total. Projections into the readout carry W·λ_pre and its bias is b, so the
+readout after a casc run equals L × the ANN logits. Bit-serial networks get
+their input and biases once, in level units (× L).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse as sp
+
+from evsnn.convert.compose import LinOp, compose, linop_of
+from evsnn.convert.presets import bits_for_levels, get_preset
+from evsnn.errors import ConversionError
+from evsnn.ir import ann as A
+from evsnn.ir import snn as S
+from evsnn.ir.ops import avgpool_divisor, eval_node
+
+INPUT_MODES = ("analog", "rate")
+
+
+def _hoist_maxpools(graph: A.AnnGraph) -> A.AnnGraph:
+    """Rewrite ``z → MaxPool → act`` as ``z → act' → MaxPool`` (named like act) so the gate sees spikes."""
+    nodes = list(graph.nodes)
+    acts = {n.name for n in nodes if isinstance(n, A.ACTIVATIONS)}
+    out = []
+    for i, n in enumerate(nodes):
+        if isinstance(n, A.MaxPool) and n.inputs[0] not in acts:
+            users = graph.consumers(n.name)
+            src = graph.node(n.inputs[0])
+            if isinstance(src, (A.Input, A.MaxPool)) or len(users) != 1 or not isinstance(users[0], A.ACTIVATIONS):
+                raise ConversionError(
+                    f"node {n.name!r} (maxpool): a MaxPool must follow an activation, or be followed by exactly "
+                    f"one activation (it is then moved after it); here it reads {src.name!r} ({src.kind})")
+            continue
+        if isinstance(n, A.ACTIVATIONS):
+            src = graph.node(n.inputs[0])
+            if isinstance(src, A.MaxPool) and src.inputs[0] not in acts:
+                pre = dataclasses.replace(n, name=n.name + "/prepool", inputs=src.inputs)
+                out += [pre, dataclasses.replace(src, name=n.name, inputs=(pre.name,))]
+                continue
+        out.append(n)
+    return A.AnnGraph(out, graph.output, graph.name, dict(graph.meta))
+
+
+def quantize_graph(graph: A.AnnGraph, levels: int, phase: float = 0.0) -> A.AnnGraph:
+    """Copy of ``graph`` with every ClipAct(λ) replaced by QuantAct(levels, λ, phase).
+
+    This is the quantized ANN an exact conversion of a threshold-ReLU model is exact against.
+    """
+    nodes = [A.QuantAct(n.name, n.inputs, int(levels), float(n.scale), phase) if isinstance(n, A.ClipAct) else n
+             for n in graph.nodes]
+    return A.AnnGraph(nodes, graph.output, graph.name, dict(graph.meta))
+
+
+def _check_activations(graph: A.AnnGraph, exact: bool, levels: int | None, preset: str) -> A.AnnGraph:
+    for n in graph.nodes:
+        if isinstance(n, A.Relu):
+            raise ConversionError(
+                f"node {n.name!r} is a plain ReLU with no scale: calibrate the model on data first "
+                "(evsnn.convert.calibrate, or --calibrate DATA on the command line)")
+    if exact:
+        if levels is not None:
+            graph = quantize_graph(graph, levels)
+        elif any(isinstance(n, A.ClipAct) for n in graph.nodes):
+            raise ConversionError(f"preset {preset!r} needs quantized activations: give levels (--levels L)")
+    quants = [n for n in graph.nodes if isinstance(n, A.QuantAct)]
+    found = sorted({int(n.levels) for n in quants})
+    if levels is not None and found and found != [int(levels)]:
+        raise ConversionError(f"the model is quantized with L = {found} but levels = {levels} was requested")
+    if exact and len(found) > 1:
+        raise ConversionError(f"preset {preset!r} needs one L for all layers, the model has L = {found}")
+    return graph
+
+
+def _trace(graph: A.AnnGraph, name: str, sources: set, shapes: dict, memo: dict) -> list[tuple[str, list[LinOp]]]:
+    """Terms (source, chain of LinOps) whose sum is the bias-free value of node ``name``."""
+    if name in sources:
+        return [(name, [])]
+    if name in memo:
+        return memo[name]
+    node = graph.node(name)
+    if isinstance(node, A.Add):
+        terms = [t for i in node.inputs for t in _trace(graph, i, sources, shapes, memo)]
+    elif isinstance(node, A.LINEAR):
+        op = linop_of(node, shapes[node.inputs[0]], shapes[name])
+        terms = [(src, chain + [op]) for src, chain in _trace(graph, node.inputs[0], sources, shapes, memo)]
+    else:
+        raise ConversionError(f"node {name!r} ({node.kind}) cannot appear between two activations")
+    memo[name] = terms
+    return terms
+
+
+def _projection(pre: str, post: str, pre_shape, post_shape, op: LinOp, scale: float) -> S.Projection:
+    base = dict(pre=pre, post=post, pre_shape=tuple(pre_shape), post_shape=tuple(post_shape))
+    if op.kind == "conv":
+        return S.ConvProjection(**base, kernel=np.ascontiguousarray(op.weight.transpose(2, 3, 1, 0) * scale),
+                                stride=tuple(op.stride), pads=tuple(op.pads), groups=int(op.groups))
+    if op.kind == "pool":
+        div = avgpool_divisor(pre_shape[1:], op.kernel, op.stride, op.pads, op.include_pad)
+        return S.PoolProjection(**base, window=tuple(op.kernel), stride=tuple(op.stride), pads=tuple(op.pads),
+                                weight=scale / div)
+    if op.kind == "dense":
+        m = sp.csr_matrix(op.weight.T * scale)
+        m.eliminate_zeros()
+        return S.DenseProjection(**base, indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int64),
+                                 data=m.data.astype(np.float64))
+    return S.IdentityProjection(**base, weight=float(scale))
+
+
+def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
+            input_mode: str = "analog") -> S.Network:
+    """Convert ``graph`` with ``preset`` (if, deng-gu, qcfs, casc, bitserial).
+
+    ``levels`` quantizes threshold-ReLU (ClipAct) models to L levels for the
+    exact presets; for already-quantized models it must match their L.
+    ``input_mode``: "analog" (the first layers receive x every wake step) or
+    "rate" (Bernoulli spikes with p = clip(x, 0, 1)).
+    """
+    p = get_preset(preset)
+    if input_mode not in INPUT_MODES:
+        raise ConversionError(f"unknown input mode {input_mode!r}; known: {', '.join(INPUT_MODES)}")
+    if preset == "bitserial" and input_mode != "analog":
+        raise ConversionError("bitserial networks take analog input only")
+    graph.validate()
+    g = _check_activations(_hoist_maxpools(graph), p.exact, levels, preset)
+    shapes = g.shapes()
+    inp = g.input
+    acts = [n for n in g.nodes if isinstance(n, (A.QuantAct, A.ClipAct))]
+    lvls = sorted({int(n.levels) for n in acts if isinstance(n, A.QuantAct)})
+    L = lvls[0] if lvls else (int(levels) if levels else None)
+    bits = bits_for_levels(L) if preset == "bitserial" else None
+    once = float(L) if preset == "bitserial" else 1.0  # bit-serial: input and bias once, in level units
+
+    scale = {inp.name: 1.0}
+    pops: list[S.Population] = []
+    for n in g.nodes:
+        if isinstance(n, (A.QuantAct, A.ClipAct)):
+            scale[n.name] = float(n.scale)
+            v0 = p.v0 if p.v0 is not None else float(getattr(n, "phase", 0.0))
+            model, lv = p.model, (L if p.exact else None)
+        elif isinstance(n, A.MaxPool):
+            if n.inputs[0] not in scale or n.inputs[0] == inp.name:
+                raise ConversionError(f"node {n.name!r} (maxpool) must read an activation")
+            scale[n.name] = scale[n.inputs[0]]
+            v0, model, lv = 0.0, "maxpool", (L if p.exact else None)
+        else:
+            continue
+        size = int(np.prod(shapes[n.name]))
+        pops.append(S.Population(n.name, tuple(shapes[n.name]), model, np.ones(size), np.zeros(size), v0, lv,
+                                 shift=p.shift, scale=scale[n.name]))
+    sources = set(scale)
+
+    # affine offsets: every node's value when all sources output zero
+    vals = {}
+    for n in g.nodes:
+        vals[n.name] = (np.zeros((1,) + tuple(shapes[n.name])) if n.name in sources
+                        else eval_node(n, [vals[i] for i in n.inputs]))
+
+    out_node = g.node(g.output)
+    readout_name = g.output if g.output not in sources else "readout"
+    readout_in = g.output if g.output not in sources else None
+    readout = S.Readout(readout_name, tuple(shapes[g.output]), np.zeros(int(np.prod(shapes[g.output]))))
+
+    projections: list[S.Projection] = []
+    memo: dict = {}
+    targets = [(pp.name, g.node(pp.name).inputs[0], pp) for pp in pops] + [(readout_name, readout_in, readout)]
+    for post, src_node, obj in targets:
+        if src_node is None:  # output is itself a population: readout = its spikes × λ
+            projections.append(S.IdentityProjection(g.output, post, readout.shape, readout.shape, weight=scale[g.output]))
+            continue
+        lam_post = scale.get(post, 1.0) if obj is not readout else 1.0
+        if isinstance(obj, S.Population) and obj.model == "maxpool":
+            node = g.node(post)
+            projections.append(S.MaxProjection(src_node, post, tuple(shapes[src_node]), obj.shape,
+                                               window=tuple(node.kernel), stride=tuple(node.stride),
+                                               pads=tuple(node.pads)))
+            continue
+        for pre, chain in _trace(g, src_node, sources, shapes, memo):
+            op = compose(chain, shapes[pre])
+            w = (once if pre == inp.name else scale[pre]) / lam_post
+            projections.append(_projection(pre if pre != inp.name else S.INPUT, post, shapes[pre], obj.shape, op, w))
+        obj.bias = vals[src_node].reshape(-1) * (once / lam_post)
+    del out_node
+
+    net = S.Network(tuple(inp.shape), pops, projections, readout, preset, input_mode, L, bits,
+                    meta={"source": graph.name, "scales": {k: v for k, v in scale.items() if k != inp.name}})
+    if preset == "bitserial":
+        net.default_wake = bits * (net.depth() + 1)
+    else:
+        net.default_wake = L if L else 32
+    net.validate()
+    return net

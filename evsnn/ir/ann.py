@@ -1,0 +1,264 @@
+"""Framework-neutral ANN graph: what frontends produce and ``convert`` reads.
+
+Layout is NCHW without the batch axis: an image node has shape ``(C, H, W)``,
+a vector node ``(F,)``. Weights are float64 NumPy arrays. Nodes are kept in
+topological order; each node names its inputs. BatchNorm never appears: the
+frontends fold it into the preceding Conv/Dense, or emit a depthwise 1×1
+``Conv`` (a per-channel affine) where it cannot be folded.
+
+Activation semantics (z is the pre-activation, a the output):
+
+- ``QuantAct(L, λ, φ)``:  a = λ · clip(floor(z·L/λ + φ), 0, L) / L.
+  φ = 0 is the floor (CQReLU) quantizer, φ = ½ the round-half (QCFS) one.
+  The integer ``clip(floor(z·L/λ + φ), 0, L)`` is the neuron's *level*.
+- ``ClipAct(λ)``: a = clip(z, 0, λ) (threshold ReLU, Deng & Gu).
+- ``Relu``: a = max(z, 0); needs calibration to get λ before conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from evsnn.errors import ConversionError, ShapeError
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class Node:
+    """Base of every graph node: a unique ``name`` and the names of its ``inputs``."""
+
+    name: str
+    inputs: tuple[str, ...] = ()
+
+    kind = "node"
+
+
+@dataclass
+class Input(Node):
+    """Graph input; ``shape`` excludes the batch axis: (C, H, W) or (F,)."""
+
+    shape: Shape = ()
+    kind = "input"
+
+
+@dataclass
+class Conv(Node):
+    """2-D convolution (cross-correlation, as ONNX/PyTorch), dilation 1.
+
+    ``weight``: (C_out, C_in/groups, kh, kw); ``bias``: (C_out,);
+    ``stride``: (sh, sw); ``pads``: (top, left, bottom, right), zero padding.
+    """
+
+    weight: np.ndarray = None
+    bias: np.ndarray = None
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    groups: int = 1
+    kind = "conv"
+
+
+@dataclass
+class Dense(Node):
+    """Fully connected layer: y = weight @ x + bias; ``weight``: (out, in)."""
+
+    weight: np.ndarray = None
+    bias: np.ndarray = None
+    kind = "dense"
+
+
+@dataclass
+class AvgPool(Node):
+    """Average pooling over ``kernel`` windows with ``stride`` and zero ``pads``.
+
+    With ``count_include_pad`` False (the ONNX default) a window is divided by
+    the number of real (non-pad) inputs it covers.
+    """
+
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_include_pad: bool = False
+    kind = "avgpool"
+
+
+@dataclass
+class MaxPool(Node):
+    """Max pooling; padded positions never win (they count as −∞)."""
+
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    kind = "maxpool"
+
+
+@dataclass
+class Add(Node):
+    """Elementwise sum of two or more inputs of equal shape (residual add)."""
+
+    kind = "add"
+
+
+@dataclass
+class Flatten(Node):
+    """(C, H, W) → (C·H·W,) in C-order (NCHW flattening); an index map, no arithmetic."""
+
+    kind = "flatten"
+
+
+@dataclass
+class Identity(Node):
+    """y = x (Dropout at inference, Identity ops)."""
+
+    kind = "identity"
+
+
+@dataclass
+class QuantAct(Node):
+    """Quantized ReLU: a = λ·clip(floor(z·L/λ + φ), 0, L)/L with L=``levels``, λ=``scale``, φ=``phase``."""
+
+    levels: int = 1
+    scale: float = 1.0
+    phase: float = 0.0
+    kind = "quant"
+
+
+@dataclass
+class ClipAct(Node):
+    """Threshold ReLU: a = clip(z, 0, λ) with λ=``scale``."""
+
+    scale: float = 1.0
+    kind = "clip"
+
+
+@dataclass
+class Relu(Node):
+    """a = max(z, 0). Conversion needs a scale λ, found by calibration."""
+
+    kind = "relu"
+
+
+ACTIVATIONS = (QuantAct, ClipAct, Relu)
+LINEAR = (Conv, Dense, AvgPool, Add, Flatten, Identity)
+
+
+def conv_out_size(size: int, k: int, s: int, p0: int, p1: int) -> int:
+    """Output length of a conv/pool window along one axis (floor mode)."""
+    return (size + p0 + p1 - k) // s + 1
+
+
+@dataclass
+class AnnGraph:
+    """Nodes in topological order; ``output`` names the node whose value is the model output."""
+
+    nodes: list[Node] = field(default_factory=list)
+    output: str = ""
+    name: str = "model"
+    meta: dict = field(default_factory=dict)  # frontend notes, e.g. {"tensors": {node name: source tensor name}}
+
+    def __post_init__(self) -> None:
+        if not self.output and self.nodes:
+            self.output = self.nodes[-1].name
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def input(self) -> Input:
+        inputs = [n for n in self.nodes if isinstance(n, Input)]
+        if len(inputs) != 1:
+            raise ConversionError(f"model has {len(inputs)} inputs; evsnn supports exactly one")
+        return inputs[0]
+
+    def consumers(self, name: str) -> list[Node]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def shapes(self) -> dict[str, Shape]:
+        """Infer every node's output shape (no batch axis); raises ConversionError if inconsistent."""
+        shapes: dict[str, Shape] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i not in shapes:
+                    raise ConversionError(f"node {n.name!r} ({n.kind}) reads {i!r}, which is not defined before it")
+            ins = [shapes[i] for i in n.inputs]
+            shapes[n.name] = _infer_shape(n, ins)
+        return shapes
+
+    def validate(self) -> None:
+        """Check names are unique, the graph is topologically ordered and shapes agree."""
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            dup = sorted({x for x in names if names.count(x) > 1})
+            raise ConversionError(f"duplicate node names: {dup}")
+        if self.output not in names:
+            raise ConversionError(f"output node {self.output!r} is not in the graph")
+        self.input  # exactly one input
+        self.shapes()
+
+
+def _need(cond: bool, node: Node, msg: str) -> None:
+    if not cond:
+        raise ConversionError(f"node {node.name!r} ({node.kind}): {msg}")
+
+
+def _window_shape(n: Node, x: Shape, kernel, stride, pads, cout: int) -> Shape:
+    _need(len(x) == 3, n, f"expects a (C, H, W) input, got shape {x}")
+    ho = conv_out_size(x[1], kernel[0], stride[0], pads[0], pads[2])
+    wo = conv_out_size(x[2], kernel[1], stride[1], pads[1], pads[3])
+    _need(ho > 0 and wo > 0, n, f"window {kernel} larger than padded input {x}")
+    return (cout, ho, wo)
+
+
+def _infer_shape(n: Node, ins: list[Shape]) -> Shape:
+    if isinstance(n, Input):
+        _need(len(n.shape) in (1, 3), n, f"input shape must be (C, H, W) or (F,), got {n.shape}")
+        return tuple(int(s) for s in n.shape)
+    if isinstance(n, Add):
+        _need(len(ins) >= 2, n, "needs at least two inputs")
+        _need(all(s == ins[0] for s in ins), n, f"inputs have different shapes {ins}")
+        return ins[0]
+    _need(len(ins) == 1, n, f"expects one input, got {len(ins)}")
+    x = ins[0]
+    if isinstance(n, Conv):
+        co, cig, kh, kw = n.weight.shape
+        _need(n.groups >= 1 and co % n.groups == 0, n, f"C_out={co} not divisible by groups={n.groups}")
+        _need(len(x) == 3 and x[0] == cig * n.groups, n, f"weight expects {cig * n.groups} input channels, input has shape {x}")
+        _need(n.bias.shape == (co,), n, f"bias shape {n.bias.shape} != ({co},)")
+        return _window_shape(n, x, (kh, kw), n.stride, n.pads, co)
+    if isinstance(n, Dense):
+        _need(len(x) == 1 and n.weight.shape[1] == x[0], n, f"weight {n.weight.shape} does not fit input shape {x}")
+        _need(n.bias.shape == (n.weight.shape[0],), n, f"bias shape {n.bias.shape} != ({n.weight.shape[0]},)")
+        return (n.weight.shape[0],)
+    if isinstance(n, (AvgPool, MaxPool)):
+        return _window_shape(n, x, n.kernel, n.stride, n.pads, x[0] if len(x) == 3 else 0)
+    if isinstance(n, Flatten):
+        return (int(np.prod(x)),)
+    if isinstance(n, (Identity, QuantAct, ClipAct, Relu)):
+        if isinstance(n, QuantAct):
+            _need(int(n.levels) >= 1, n, f"levels must be ≥ 1, got {n.levels}")
+            _need(n.scale > 0, n, f"scale must be > 0, got {n.scale}")
+        if isinstance(n, ClipAct):
+            _need(n.scale > 0, n, f"scale must be > 0, got {n.scale}")
+        return x
+    raise ConversionError(f"node {n.name!r}: unknown node kind {type(n).__name__}")
+
+
+def check_input(graph: AnnGraph, x: np.ndarray) -> np.ndarray:
+    """Return ``x`` as float64 (N, *input_shape); raise ShapeError naming both shapes if it does not fit."""
+    x = np.asarray(x, dtype=np.float64)
+    shape = graph.input.shape
+    if x.shape[1:] != tuple(shape):
+        if x.shape == tuple(shape):
+            x = x[None]
+        else:
+            raise ShapeError(f"input data has shape {x.shape[1:]} per sample, the model expects {tuple(shape)}")
+    return x

@@ -1,0 +1,126 @@
+"""What a simulation is asked to do (:class:`RunPlan`) and what it returns (:class:`SimResult`).
+
+Both executors, the NumPy reference and the Numba engine, take the same plan
+and fill the same record, so tests compare them field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evsnn.errors import ConversionError, ShapeError
+from evsnn.ir.snn import Network
+
+DEFAULT_MAX_SLEEP = 1000
+RECORD_KINDS = ("counts", "raster")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Schedule of one run: ``wake`` steps with bias/input on, then ``sleep`` steps (or until quiet)."""
+
+    wake: int
+    sleep: int  # fixed sleep steps, or the cap when ``auto``
+    auto: bool
+    record: tuple[str, ...] = ("counts",)
+    seed: int = 0
+
+    @property
+    def max_steps(self) -> int:
+        return self.wake + self.sleep
+
+
+def make_plan(net: Network, wake: int | None = None, sleep: int | str = 0, max_sleep: int | None = None,
+              record=("counts",), seed: int = 0, allow_inexact: bool = False) -> RunPlan:
+    """Validate run options against the network's preset; raise ConversionError (a ValueError) on misuse.
+
+    casc is exact only with wake = L: another wake length needs ``allow_inexact`` (ablations).
+    bitserial runs exactly K·(depth+1) steps; more wake steps change nothing, fewer are an error.
+    """
+    if wake is None:
+        wake = net.default_wake
+    if isinstance(wake, bool) or not isinstance(wake, (int, np.integer)) or wake < 1:
+        raise ConversionError(f"wake must be a positive number of steps, got {wake!r}")
+    if net.preset == "casc" and wake != net.levels and not allow_inexact:
+        raise ConversionError(
+            f"casc is exact only with wake T_w = L = {net.levels} steps, got {wake}; "
+            "pass allow_inexact=True (--allow-inexact) to run it anyway")
+    if net.preset == "bitserial":
+        need = net.default_wake
+        if wake < need:
+            raise ConversionError(f"bitserial needs K·(depth+1) = {need} steps, got wake = {wake}")
+        if sleep not in (0, "auto"):
+            raise ConversionError("bitserial networks have no sleep phase; use sleep=0")
+        sleep = 0
+    record = tuple(record)
+    for r in record:
+        if r not in RECORD_KINDS:
+            raise ConversionError(f"unknown record kind {r!r}; known: {', '.join(RECORD_KINDS)}")
+    if sleep == "auto":
+        cap = DEFAULT_MAX_SLEEP if max_sleep is None else int(max_sleep)
+        if cap < 0:
+            raise ConversionError(f"max_sleep must be ≥ 0, got {max_sleep}")
+        return RunPlan(int(wake), cap, True, record, int(seed))
+    if isinstance(sleep, bool) or not isinstance(sleep, (int, np.integer)) or sleep < 0:
+        raise ConversionError(f"sleep must be a number of steps ≥ 0 or 'auto', got {sleep!r}")
+    return RunPlan(int(wake), int(sleep), False, record, int(seed))
+
+
+def check_batch(net: Network, x) -> np.ndarray:
+    """x as float64 (N, *input_shape), or ShapeError naming both shapes."""
+    x = np.asarray(x, dtype=np.float64)
+    want = tuple(net.input_shape)
+    if x.ndim == len(want) and x.shape == want:
+        x = x[None]
+    if x.shape[1:] != want:
+        raise ShapeError(f"input data has shape {x.shape[1:]} per sample, the network expects {want}")
+    return x
+
+
+def rate_spikes(x: np.ndarray, wake: int, seed: int) -> np.ndarray:
+    """(N, wake, input size) uint8 Bernoulli spikes with p = clip(x, 0, 1), from ``seed``.
+
+    Drawn once here so the reference and the engine see the same spikes.
+    """
+    rng = np.random.default_rng(seed)
+    p = np.clip(x.reshape(len(x), 1, -1), 0.0, 1.0)
+    return (rng.random((len(x), wake, p.shape[-1])) < p).astype(np.uint8)
+
+
+@dataclass
+class SimResult:
+    """Records of one run over a batch of N samples and ``steps`` time steps.
+
+    - ``readout``: (N, steps, classes) accumulator after each step.
+    - ``counts``: name → (N, size) int64 net spike count at the end.
+    - ``values``: name → (N, size) float64 transmitted value in level units (the
+      net count; for bitserial the bit-weighted sum).
+    - ``spikes_pos`` / ``spikes_neg``: name → (N, steps) int64 spikes emitted per step.
+    - ``sops``: name → (N, steps) int64 synaptic operations caused by those spikes.
+    - ``input_macs``: (N, steps) int64 multiply-accumulates of analog input projections.
+    - ``raster``: name → (N, steps, size) int8 signed spikes (only with record "raster").
+    - ``sleep_steps``: (N,) sleep steps each sample ran until it went quiet (auto) or the fixed count.
+    - ``quiescent``: (N,) whether the sample was quiet at its end.
+    """
+
+    readout: np.ndarray
+    wake: int
+    counts: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    spikes_pos: dict = field(default_factory=dict)
+    spikes_neg: dict = field(default_factory=dict)
+    sops: dict = field(default_factory=dict)
+    input_macs: np.ndarray | None = None
+    raster: dict = field(default_factory=dict)
+    sleep_steps: np.ndarray | None = None
+    quiescent: np.ndarray | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.readout.shape[1]
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.readout[:, -1].reshape(len(self.readout), -1).argmax(axis=1)

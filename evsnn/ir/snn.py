@@ -1,0 +1,238 @@
+"""The SNN description: populations, projections, readout. Plain data, no execution.
+
+Neurons of a population are indexed in the flattened C-order of ``shape``
+(NCHW without batch). Thresholds are normalised to 1 by ``convert``; weights
+then carry λ_pre/λ_post (see ``design.md``), so a neuron's total wake input
+equals L × its scale-1 ANN pre-activation.
+
+Neuron models (``Population.model``), θ = threshold, S = net spike count,
+t_w = wake steps so far (the current one included, T_w during sleep):
+
+- ``"if"``:  v += I; s = [v ≥ θ]; v -= θ·s (reset "subtract") or v = 0 when
+  s = 1 (reset "zero"). ``shift`` adds δ = θ/(2·T_w) to I each wake step (Deng & Gu).
+- ``"cif"``: v += I; s = clip(floor(v/θ), −1, 1); s = −1 only if S > 0,
+  s = +1 only if S < min(t_w, L); S += s; v -= θ·s.
+- ``"bitserial"``: integrates input until its emit window, then for k = 0..K−1
+  θ_k = θ·2^(K−1−k), s = [v ≥ θ_k], v -= θ_k·s; outgoing weights ×2^(K−1−k).
+  ``bias`` is added once (already in level units), at step 0.
+- ``"maxpool"``: keeps the net count c_i of each input of its window and emits
+  sign(max_i c_i − S) (±1 per step at most) so S tracks the window maximum.
+  Bit-serial networks: c_i accumulate bit-weighted values; the gate emits the
+  K bits of max_i c_i in its window.
+
+Every population starts with v = v0·θ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evsnn.errors import ConversionError
+
+Shape = tuple[int, ...]
+INPUT = "input"
+MODELS = ("if", "cif", "bitserial", "maxpool")
+
+
+@dataclass
+class Population:
+    """A group of spiking neurons of one model. ``threshold``, ``bias``: (size,) float64."""
+
+    name: str
+    shape: Shape
+    model: str
+    threshold: np.ndarray
+    bias: np.ndarray
+    v0: float = 0.0
+    levels: int | None = None
+    reset: str = "subtract"
+    shift: bool = False
+    scale: float = 1.0  # ANN value of one spike × L (the source activation's λ); informational
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Readout:
+    """Non-spiking accumulator: out[t] = out[t−1] + incoming weighted spikes + bias (wake steps)."""
+
+    name: str
+    shape: Shape
+    bias: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Projection:
+    """Synapses from ``pre`` (a population or :data:`INPUT`) to ``post`` (a population or the readout).
+
+    A spike of ``pre`` at step t reaches ``post`` at step t + ``delay``.
+    """
+
+    pre: str
+    post: str
+    pre_shape: Shape
+    post_shape: Shape
+    delay: int = 0
+    kind = "projection"
+
+
+@dataclass
+class DenseProjection(Projection):
+    """CSR with one row per *pre* neuron: row i lists neuron i's targets (``indices``) and weights (``data``)."""
+
+    indptr: np.ndarray = None
+    indices: np.ndarray = None
+    data: np.ndarray = None
+    kind = "dense"
+
+
+@dataclass
+class ConvProjection(Projection):
+    """Implicit convolution. ``kernel``: (kh, kw, Cin/groups, Cout) channels-last; pads (t, l, b, r)."""
+
+    kernel: np.ndarray = None
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    groups: int = 1
+    kind = "conv"
+
+
+@dataclass
+class PoolProjection(Projection):
+    """Average pooling: every input of output window (c, y, x) gets weight ``weight[y, x]`` (Ho, Wo)."""
+
+    window: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    weight: np.ndarray = None
+    kind = "pool"
+
+
+@dataclass
+class IdentityProjection(Projection):
+    """post[i] += weight · s[i] (residual add, flatten: neurons are already in flattened order)."""
+
+    weight: float = 1.0
+    kind = "identity"
+
+
+@dataclass
+class MaxProjection(Projection):
+    """Feeds a ``maxpool`` population: the window (c, y, x) of input neurons each gate watches."""
+
+    window: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    kind = "max"
+
+
+@dataclass
+class Network:
+    """A converted SNN. ``populations`` are in topological order of the delay-0 edges."""
+
+    input_shape: Shape
+    populations: list[Population]
+    projections: list[Projection]
+    readout: Readout
+    preset: str
+    input_mode: str = "analog"
+    levels: int | None = None
+    bits: int | None = None
+    default_wake: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    def population(self, name: str) -> Population:
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def incoming(self, name: str) -> list[Projection]:
+        return [p for p in self.projections if p.post == name]
+
+    def outgoing(self, name: str) -> list[Projection]:
+        return [p for p in self.projections if p.pre == name]
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    def validate(self) -> None:
+        """Check names, shapes and that every cycle has a delay ≥ 1."""
+        order = {INPUT: -1}
+        for i, p in enumerate(self.populations):
+            if p.name in order or p.name == self.readout.name:
+                raise ConversionError(f"duplicate population name {p.name!r}")
+            if p.model not in MODELS:
+                raise ConversionError(f"population {p.name!r}: unknown model {p.model!r}; known: {MODELS}")
+            order[p.name] = i
+        order[self.readout.name] = len(self.populations)
+        sizes = {p.name: p.shape for p in self.populations}
+        sizes[INPUT] = self.input_shape
+        sizes[self.readout.name] = self.readout.shape
+        for pr in self.projections:
+            for end, shp in ((pr.pre, pr.pre_shape), (pr.post, pr.post_shape)):
+                if end not in order:
+                    raise ConversionError(f"projection {pr.pre!r}→{pr.post!r} names unknown population {end!r}")
+                if tuple(sizes[end]) != tuple(shp):
+                    raise ConversionError(f"projection {pr.pre!r}→{pr.post!r}: shape {shp} != {end!r} shape {sizes[end]}")
+            if pr.delay < 0:
+                raise ConversionError(f"projection {pr.pre!r}→{pr.post!r}: negative delay {pr.delay}")
+            if pr.pre == self.readout.name:
+                raise ConversionError("the readout cannot be the source of a projection")
+            if pr.delay == 0 and order[pr.pre] >= order[pr.post]:
+                raise ConversionError(
+                    f"projection {pr.pre!r}→{pr.post!r} closes a cycle (or goes against population order) "
+                    "with delay 0; a recurrent edge needs delay ≥ 1")
+            if pr.pre == INPUT and pr.delay != 0:
+                raise ConversionError("projections from the input must have delay 0")
+
+    def stages(self) -> dict[str, int]:
+        """Bit-serial emit slot of each population: 1 + the largest slot among its sources (input = 0)."""
+        st = {INPUT: 0}
+        for p in self.populations:
+            st[p.name] = 1 + max((st[pr.pre] for pr in self.incoming(p.name) if pr.pre in st), default=0)
+        return st
+
+    def depth(self) -> int:
+        st = self.stages()
+        return max((st[p.name] for p in self.populations), default=0)
+
+
+def _axis_fanout(n_in: int, n_out: int, k: int, s: int, p0: int) -> np.ndarray:
+    """For each input index along one axis, the number of output windows covering it."""
+    cnt = np.zeros(n_in, dtype=np.int64)
+    for o in range(n_out):
+        lo, hi = o * s - p0, o * s - p0 + k
+        cnt[max(lo, 0):max(min(hi, n_in), 0)] += 1
+    return cnt
+
+
+def window_fanout(in_shape: Shape, out_shape: Shape, window, stride, pads, per_position: int) -> np.ndarray:
+    """(C·H·W,) fan-out of each input of a windowed operator with ``per_position`` targets per covering window."""
+    _, h, w = in_shape
+    fy = _axis_fanout(h, out_shape[1], window[0], stride[0], pads[0])
+    fx = _axis_fanout(w, out_shape[2], window[1], stride[1], pads[1])
+    return np.broadcast_to((fy[:, None] * fx[None, :])[None] * per_position, in_shape).reshape(-1).copy()
+
+
+def fanout(pr: Projection) -> np.ndarray:
+    """(pre size,) number of target synapses of each pre neuron: the SOPs one of its spikes costs."""
+    if isinstance(pr, DenseProjection):
+        return np.diff(pr.indptr).astype(np.int64)
+    if isinstance(pr, ConvProjection):
+        kh, kw, _, co = pr.kernel.shape
+        return window_fanout(pr.pre_shape, pr.post_shape, (kh, kw), pr.stride, pr.pads, co // pr.groups)
+    if isinstance(pr, (PoolProjection, MaxProjection)):
+        return window_fanout(pr.pre_shape, pr.post_shape, pr.window, pr.stride, pr.pads, 1)
+    if isinstance(pr, IdentityProjection):
+        return np.ones(int(np.prod(pr.pre_shape)), dtype=np.int64)
+    raise TypeError(f"unknown projection kind {type(pr).__name__}")

@@ -1,0 +1,126 @@
+"""Hypothesis strategies: random quantized ANN graphs with dyadic weights, and inputs for them.
+
+Structure (depth, layer kinds, strides, pads, L, quantizer) is drawn by
+Hypothesis; weight values come from a NumPy generator seeded by a drawn
+integer, which keeps drawing fast for realistic widths.
+
+Every number lives on a dyadic grid so float sums are exact in any order:
+weights k/64, biases k/128, inputs k/256, and scales λ = L·2^e (so a spike's
+value λ/L is a power of two even for L = 2^K − 1). Exactness failures are
+then semantics bugs, never rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from evsnn.ir import ann as A
+
+
+def _quant(draw, name, inp, levels, phase):
+    e = draw(st.sampled_from([-4, -3, -2]))
+    return A.QuantAct(name, (inp,), levels, float(levels * 2.0 ** e), phase)
+
+
+@st.composite
+def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpool=True, residual=True,
+           image=None):
+    """A valid AnnGraph of 1..max_depth quantized activations and a readout Dense layer.
+
+    All activations share one L (drawn from ``levels``) and one phase.
+    """
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    L = draw(st.sampled_from(levels))
+    phase = draw(st.sampled_from(phases))
+    depth = draw(st.integers(1, max_depth))
+    is_image = draw(st.booleans()) if image is None else image
+
+    def w(*shape, fan_in):
+        hi = max(2, int(96 / np.sqrt(fan_in)))
+        return rng.integers(-hi, hi + 1, size=shape) / 64.0
+
+    def b(n):
+        return rng.integers(-16, 33, size=n) / 128.0
+
+    nodes: list[A.Node] = []
+    k = 0
+
+    def add(node):
+        nodes.append(node)
+        return node.name
+
+    if is_image:
+        shape = (draw(st.integers(1, 3)), draw(st.integers(4, 9)), draw(st.integers(4, 9)))
+    else:
+        shape = (draw(st.integers(2, 12)),)
+    cur = add(A.Input("x", (), shape))
+    acts = 0
+    while acts < depth:
+        k += 1
+        if len(shape) == 3:
+            c, h, wd = shape
+            kind = draw(st.sampled_from(["conv", "conv", "pool_conv", "residual", "dense"]
+                                        if residual else ["conv", "conv", "pool_conv", "dense"]))
+            if kind == "residual" and (acts == 0 or nodes[-1].kind not in ("quant", "maxpool")):
+                kind = "conv"
+            if kind == "pool_conv" and (h < 4 or wd < 4):
+                kind = "conv"
+            if kind == "dense":
+                cur = add(A.Flatten(f"flat{k}", (cur,)))
+                shape = (c * h * wd,)
+                continue
+            if kind == "pool_conv":
+                cur = add(A.AvgPool(f"pool{k}", (cur,), (2, 2), (2, 2)))
+                h, wd = h // 2, wd // 2
+            if kind == "residual":
+                wk = w(c, c, 3, 3, fan_in=9 * c)
+                y = add(A.Conv(f"conv{k}", (cur,), wk, b(c), (1, 1), (1, 1, 1, 1), 1))
+                cur = add(A.Add(f"add{k}", (y, cur)))
+            else:
+                ks = draw(st.sampled_from([q for q in (1, 2, 3) if q <= min(h, wd)]))
+                s = draw(st.sampled_from([1, 2])) if min(h, wd) >= 4 else 1
+                pads = tuple(draw(st.integers(0, 1)) for _ in range(4)) if ks > 1 else (0, 0, 0, 0)
+                depthwise = draw(st.booleans()) and c > 1
+                co = c if depthwise else draw(st.integers(1, 6))
+                g = c if depthwise else 1
+                wk = w(co, c // g, ks, ks, fan_in=ks * ks * (c // g))
+                cur = add(A.Conv(f"conv{k}", (cur,), wk, b(co), (s, s), pads, g))
+                h = (h + pads[0] + pads[2] - ks) // s + 1
+                wd = (wd + pads[1] + pads[3] - ks) // s + 1
+                c = co
+            cur = add(_quant(draw, f"act{k}", cur, L, phase))
+            acts += 1
+            shape = (c, h, wd)
+            if maxpool and min(h, wd) >= 2 and draw(st.integers(0, 3)) == 0:
+                cur = add(A.MaxPool(f"max{k}", (cur,), (2, 2), (2, 2)))
+                shape = (c, h // 2, wd // 2)
+        else:
+            f = shape[0]
+            fo = draw(st.integers(1, 12))
+            cur = add(A.Dense(f"dense{k}", (cur,), w(fo, f, fan_in=f), b(fo)))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase))
+            shape = (fo,)
+            acts += 1
+    if len(shape) == 3:
+        cur = add(A.Flatten("flat_out", (cur,)))
+        shape = (int(np.prod(shape)),)
+    classes = draw(st.integers(2, 5))
+    add(A.Dense("logits", (cur,), w(classes, shape[0], fan_in=shape[0]), b(classes)))
+    graph = A.AnnGraph(nodes, "logits", "random")
+    graph.validate()
+    return graph
+
+
+@st.composite
+def inputs(draw, graph: A.AnnGraph, max_samples: int = 3):
+    """(N, *input_shape) float64 on the k/256 grid in [−1, 1]."""
+    n = draw(st.integers(1, max_samples))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.integers(-256, 257, size=(n,) + tuple(graph.input.shape)) / 256.0
+
+
+@st.composite
+def graph_and_input(draw, **kw):
+    g = draw(graphs(**kw))
+    return g, draw(inputs(g))
