@@ -60,11 +60,13 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
         k += 1
         if len(shape) == 3:
             c, h, wd = shape
-            kind = draw(st.sampled_from(["conv", "conv", "pool_conv", "residual", "dense"]
-                                        if residual else ["conv", "conv", "pool_conv", "dense"]))
+            kinds = ["conv", "conv", "pool_conv", "conv_pool", "pool", "dense"]
+            kind = draw(st.sampled_from(kinds + (["residual", "residual_down"] if residual else [])))
             if kind == "residual" and (acts == 0 or nodes[-1].kind not in ("quant", "maxpool")):
                 kind = "conv"
-            if kind == "pool_conv" and (h < 4 or wd < 4):
+            if kind == "pool" and (acts == 0 or h < 2 or wd < 2):
+                kind = "conv"
+            if kind in ("pool_conv", "conv_pool", "residual_down") and (h < 4 or wd < 4):
                 kind = "conv"
             if kind == "dense":
                 cur = add(A.Flatten(f"flat{k}", (cur,)))
@@ -77,6 +79,23 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
                 wk = w(c, c, 3, 3, fan_in=9 * c)
                 y = add(A.Conv(f"conv{k}", (cur,), wk, b(c), (1, 1), (1, 1, 1, 1), 1))
                 cur = add(A.Add(f"add{k}", (y, cur)))
+            elif kind == "residual_down":  # ResNet downsampling block: 3×3/2 conv + 1×1/2 shortcut
+                co = draw(st.integers(1, 6))
+                y = add(A.Conv(f"conv{k}", (cur,), w(co, c, 3, 3, fan_in=9 * c), b(co), (2, 2), (1, 1, 1, 1), 1))
+                sc = add(A.Conv(f"short{k}", (cur,), w(co, c, 1, 1, fan_in=c), b(co), (2, 2), (0, 0, 0, 0), 1))
+                cur = add(A.Add(f"add{k}", (y, sc)))
+                h, wd, c = (h - 1) // 2 + 1, (wd - 1) // 2 + 1, co
+            elif kind == "pool":  # average pool straight between two activations (a pool projection)
+                ks = 2  # divisors stay powers of two (dyadic): no pad, or pad counted in the divisor
+                padded = draw(st.booleans())
+                pads = (1, 1, 1, 1) if padded else (0, 0, 0, 0)
+                cur = add(A.AvgPool(f"pool{k}", (cur,), (ks, ks), (2, 2), pads, padded))
+                h, wd = (h + pads[0] + pads[2] - ks) // 2 + 1, (wd + pads[1] + pads[3] - ks) // 2 + 1
+            elif kind == "conv_pool":  # conv then average pool before the activation
+                co = draw(st.integers(1, 6))
+                y = add(A.Conv(f"conv{k}", (cur,), w(co, c, 3, 3, fan_in=9 * c), b(co), (1, 1), (1, 1, 1, 1), 1))
+                cur = add(A.AvgPool(f"pool{k}", (y,), (2, 2), (2, 2)))
+                h, wd, c = h // 2, wd // 2, co
             else:
                 ks = draw(st.sampled_from([q for q in (1, 2, 3) if q <= min(h, wd)]))
                 s = draw(st.sampled_from([1, 2])) if min(h, wd) >= 4 else 1

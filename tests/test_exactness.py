@@ -110,3 +110,51 @@ def test_auto_sleep_stops_at_a_fixed_point(graph, data):
         np.testing.assert_array_equal(auto.counts[name], longer.counts[name])
         assert longer.spikes_pos[name][:, auto.steps:].sum() == 0
         assert longer.spikes_neg[name][:, auto.steps:].sum() == 0
+
+
+@settings(max_examples=15)
+@given(graph_and_input(), st.data())
+def test_casc_stays_exact_with_synaptic_delays(gx, data):
+    """Delays only move spikes in time; the CIF fixed point (design.md) does not depend on timing."""
+    graph, x = gx
+    net = convert(graph, "casc")
+    for pr in net.projections:
+        if pr.pre != "input":
+            pr.delay = data.draw(st.integers(0, 3))
+    net.validate()
+    res = simulate(net, x, sleep="auto")
+    assert res.quiescent.all()
+    levels = ann_levels(graph, x)
+    for name in _hidden(net):
+        np.testing.assert_array_equal(res.counts[name], levels[name], err_msg=name)
+    np.testing.assert_allclose(res.readout[:, -1], net.levels * ann_forward(graph, x), rtol=0, atol=1e-9)
+
+
+@settings(max_examples=10)
+@given(graphs(max_depth=3), st.data())
+def test_rate_input_of_binary_images_equals_analog_input(graph, data):
+    """Bernoulli spikes with p ∈ {0, 1} are deterministic, so rate mode must equal analog mode."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    x = rng.integers(0, 2, size=(2,) + tuple(graph.input.shape)).astype(float)
+    a = simulate(convert(graph, "casc"), x, sleep=3)
+    r = simulate(convert(graph, "casc", input_mode="rate"), x, sleep=3, seed=7)
+    np.testing.assert_array_equal(a.readout, r.readout)
+    assert r.spikes_pos["input"][:, :a.wake].sum() == x.sum() * a.wake
+
+
+def test_recurrent_projection_needs_a_delay():
+    from evsnn.errors import ConversionError
+    from evsnn.ir import snn as S
+    from strategies import graphs as _g  # noqa: F401
+    from test_core_errors import small_graph
+    net = convert(small_graph(), "casc")
+    p = net.populations[0]
+    loop = S.IdentityProjection(p.name, p.name, p.shape, p.shape, delay=0, weight=-0.5)
+    net.projections.append(loop)
+    with pytest.raises(ConversionError, match="delay ≥ 1"):
+        net.validate()
+    loop.delay = 1
+    net.validate()
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 6, 6)) / 256
+    res = simulate(net, x, sleep="auto", max_sleep=200)
+    assert res.readout.shape[1] == res.wake + res.sleep_steps.max()
