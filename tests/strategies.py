@@ -18,17 +18,20 @@ from hypothesis import strategies as st
 from evsnn.ir import ann as A
 
 
-def _quant(draw, name, inp, levels, phase):
+def _quant(draw, name, inp, levels, phase, choices=None):
     e = draw(st.sampled_from([-4, -3, -2]))
+    if choices is not None:  # each layer its own L
+        levels = draw(st.sampled_from(choices))
     return A.QuantAct(name, (inp,), levels, float(levels * 2.0 ** e), phase)
 
 
 @st.composite
 def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpool=True, residual=True,
-           image=None):
+           image=None, mixed_levels=False):
     """A valid AnnGraph of 1..max_depth quantized activations and a readout Dense layer.
 
-    All activations share one L (drawn from ``levels``) and one phase.
+    All activations share one phase and one L (drawn from ``levels``), or with
+    ``mixed_levels`` each draws its own L.
     """
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     L = draw(st.sampled_from(levels))
@@ -108,7 +111,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
                 h = (h + pads[0] + pads[2] - ks) // s + 1
                 wd = (wd + pads[1] + pads[3] - ks) // s + 1
                 c = co
-            cur = add(_quant(draw, f"act{k}", cur, L, phase))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None))
             acts += 1
             shape = (c, h, wd)
             if maxpool and min(h, wd) >= 2 and draw(st.integers(0, 3)) == 0:
@@ -118,7 +121,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
             f = shape[0]
             fo = draw(st.integers(1, 12))
             cur = add(A.Dense(f"dense{k}", (cur,), w(fo, f, fan_in=f), b(fo)))
-            cur = add(_quant(draw, f"act{k}", cur, L, phase))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None))
             shape = (fo,)
             acts += 1
     if len(shape) == 3:

@@ -28,6 +28,19 @@ def test_casc_counts_equal_quantized_ann_levels(gx):
     np.testing.assert_allclose(res.readout[:, -1], net.levels * ann_forward(graph, x), rtol=0, atol=1e-9)
 
 
+@settings(max_examples=15)
+@given(graph_and_input(mixed_levels=True))
+def test_casc_is_exact_with_a_different_L_per_layer(gx):
+    """Layers quantized with different L: casc runs T_w = max L and stays exact (readout = T_w × logits)."""
+    graph, x = gx
+    net = convert(graph, "casc")
+    res = simulate(net, x, sleep="auto")
+    levels = ann_levels(graph, x)
+    for name in _hidden(net):
+        np.testing.assert_array_equal(res.counts[name], levels[name], err_msg=name)
+    np.testing.assert_allclose(res.readout[:, -1], net.levels * ann_forward(graph, x), rtol=0, atol=1e-9)
+
+
 @given(graph_and_input(levels=(1, 3, 7, 15)))
 def test_bitserial_bits_are_binary_digits_of_levels(gx):
     graph, x = gx

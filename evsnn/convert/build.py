@@ -7,13 +7,17 @@ with a monotone activation). The linear nodes between populations become
 projections (see :mod:`.compose`) and their biases become per-neuron bias
 currents. The graph output becomes the readout.
 
-Normalisation (design.md, "Exactness"): thresholds are 1; a projection from a
-population of scale λ_pre to one of scale λ_post carries W·λ_pre/λ_post, the
-input (analog or rate, value x per step) carries W/λ_post, a bias is b/λ_post
-per wake step. Then over T_w = L steps a neuron receives X = L·z/λ_post in
-total. Projections into the readout carry W·λ_pre and its bias is b, so the
-readout after a casc run equals L × the ANN logits. Bit-serial networks get
-their input and biases once, in level units (× L).
+Normalisation (design.md, "Exactness"), generalised to layers with different L:
+thresholds are 1; a spike of population "pre" is worth u_pre in ANN units and
+a threshold of "post" u_post, with u = λ/L for the exact presets (a level) and
+u = λ for the rate presets (a full-rate spike). A projection carries
+W·u_pre/u_post; the input (analog value x, or a rate spike) carries
+W/(u_post·n) and a bias b/(u_post·n) per wake step, where n = T_w for casc and
+1 otherwise. casc runs T_w = max L wake steps, so a neuron receives
+X = L_post·z/λ_post in total: with one L this is the design's W·λ_pre/λ_post.
+The readout has u = 1/T_w (casc), 1/L (bitserial) or 1 (rate presets): after
+an exact run it holds T_w × the ANN output. Bit-serial networks get their
+input and biases once (n = 1), in level units.
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ def _check_activations(graph: A.AnnGraph, exact: bool, levels: int | None, prese
     found = sorted({int(n.levels) for n in quants})
     if levels is not None and found and found != [int(levels)]:
         raise ConversionError(f"the model is quantized with L = {found} but levels = {levels} was requested")
-    if exact and len(found) > 1:
-        raise ConversionError(f"preset {preset!r} needs one L for all layers, the model has L = {found}")
+    if preset == "bitserial" and len(found) > 1:
+        raise ConversionError(f"bitserial needs one L for all layers, the model has L = {found}")
     return graph
 
 
@@ -142,22 +146,25 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
     inp = g.input
     acts = [n for n in g.nodes if isinstance(n, (A.QuantAct, A.ClipAct))]
     lvls = sorted({int(n.levels) for n in acts if isinstance(n, A.QuantAct)})
-    L = lvls[0] if lvls else (int(levels) if levels else None)
+    L = lvls[-1] if lvls else (int(levels) if levels else None)  # casc: T_w = the largest L
     bits = bits_for_levels(L) if preset == "bitserial" else None
-    once = float(L) if preset == "bitserial" else 1.0  # bit-serial: input and bias once, in level units
-
-    scale = {inp.name: 1.0}
+    # value of one spike (pre) and of one threshold (post), in ANN units; see the module docstring
+    n_apply = 1.0 if preset != "casc" else float(L)  # wake steps that deliver input and bias
+    scale, unit = {inp.name: 1.0}, {inp.name: 1.0}
     pops: list[S.Population] = []
     for n in g.nodes:
         if isinstance(n, (A.QuantAct, A.ClipAct)):
             scale[n.name] = float(n.scale)
+            lv = int(n.levels) if isinstance(n, A.QuantAct) else None
+            unit[n.name] = scale[n.name] / lv if p.exact else scale[n.name]
             v0 = p.v0 if p.v0 is not None else float(getattr(n, "phase", 0.0))
-            model, lv = p.model, (L if p.exact else None)
+            model, lv = p.model, (lv if p.exact else None)
         elif isinstance(n, A.MaxPool):
             if n.inputs[0] not in scale or n.inputs[0] == inp.name:
                 raise ConversionError(f"node {n.name!r} (maxpool) must read an activation")
-            scale[n.name] = scale[n.inputs[0]]
-            v0, model, lv = 0.0, "maxpool", (L if p.exact else None)
+            src = next(pp for pp in pops if pp.name == n.inputs[0])
+            scale[n.name], unit[n.name] = scale[src.name], unit[src.name]
+            v0, model, lv = 0.0, "maxpool", src.levels
         else:
             continue
         size = int(np.prod(shapes[n.name]))
@@ -171,19 +178,20 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
         vals[n.name] = (np.zeros((1,) + tuple(shapes[n.name])) if n.name in sources
                         else eval_node(n, [vals[i] for i in n.inputs]))
 
-    out_node = g.node(g.output)
     readout_name = g.output if g.output not in sources else "readout"
     readout_in = g.output if g.output not in sources else None
     readout = S.Readout(readout_name, tuple(shapes[g.output]), np.zeros(int(np.prod(shapes[g.output]))))
+    # the readout sums T·(ANN output) over a run: T = L (exact presets) or the steps run (rate presets)
+    unit[readout_name] = 1.0 / L if p.exact else 1.0
 
     projections: list[S.Projection] = []
     memo: dict = {}
     targets = [(pp.name, g.node(pp.name).inputs[0], pp) for pp in pops] + [(readout_name, readout_in, readout)]
     for post, src_node, obj in targets:
-        if src_node is None:  # output is itself a population: readout = its spikes × λ
-            projections.append(S.IdentityProjection(g.output, post, readout.shape, readout.shape, weight=scale[g.output]))
+        if src_node is None:  # output is itself a population: readout = its spikes × their value
+            projections.append(S.IdentityProjection(g.output, post, readout.shape, readout.shape,
+                                                    weight=unit[g.output] / unit[post]))
             continue
-        lam_post = scale.get(post, 1.0) if obj is not readout else 1.0
         if isinstance(obj, S.Population) and obj.model == "maxpool":
             node = g.node(post)
             projections.append(S.MaxProjection(src_node, post, tuple(shapes[src_node]), obj.shape,
@@ -192,10 +200,9 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
             continue
         for pre, chain in _trace(g, src_node, sources, shapes, memo):
             op = compose(chain, shapes[pre])
-            w = (once if pre == inp.name else scale[pre]) / lam_post
+            w = (1.0 / n_apply if pre == inp.name else unit[pre]) / unit[post]
             projections.append(_projection(pre if pre != inp.name else S.INPUT, post, shapes[pre], obj.shape, op, w))
-        obj.bias = vals[src_node].reshape(-1) * (once / lam_post)
-    del out_node
+        obj.bias = vals[src_node].reshape(-1) / (unit[post] * n_apply)
 
     net = S.Network(tuple(inp.shape), pops, projections, readout, preset, input_mode, L, bits,
                     meta={"source": graph.name, "scales": {k: v for k, v in scale.items() if k != inp.name}})
