@@ -1,0 +1,490 @@
+"""Keras frontend: ``.keras`` archives and legacy HDF5 ``.h5`` models → :class:`~evsnn.ir.AnnGraph`.
+
+Reads files with ``zipfile``, ``json`` and ``h5py`` only; keras/TensorFlow are
+never imported.
+
+Formats (decided by content, not suffix):
+
+- Keras 3 ``.keras``: a zip holding ``config.json`` (the model config) and
+  ``model.weights.h5``, whose groups ``layers/<snake_case class>[_n]/vars``
+  hold a layer's variables ``0, 1, …`` and (recent Keras 3) a ``name`` attribute
+  with the layer name; without it the path is rebuilt from the class names.
+- Legacy HDF5 (``model.save("x.h5")`` in Keras 2 or 3): root attribute
+  ``model_config`` (JSON) and group ``model_weights/<layer>`` whose attribute
+  ``weight_names`` lists the layer's datasets in order.
+
+Sequential and Functional models (Keras 3 and Keras 2 config styles) with one
+input and one output; layers: see :data:`SUPPORTED` and
+:mod:`evsnn.frontends.keras_layers` for layout, naming and folding rules.
+The graph is NCHW: a 4-D Keras output (N, H, W, C) appears as (N, C, H, W);
+a flattened output keeps Keras' order (a permutation node is added if needed).
+
+``graph.meta``: ``source`` ("keras"), ``format`` ("keras-v3" | "keras-h5"),
+``keras_version``, ``keras_layers`` (Keras layer name → graph node holding its
+output, for every layer whose output survives folding), ``tensors`` (node →
+the Keras layer that produces its value, as other frontends) and ``flatten_hwc``
+(layer → (H, W, C) for vectors held in NCHW-flattened order; see
+:func:`keras_layers.keras_order`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+
+import h5py
+import numpy as np
+
+from evsnn.errors import ConversionError, FormatError
+from evsnn.frontends import keras_layers as KL
+from evsnn.ir import ann as A
+
+SUPPORTED = KL.SUPPORTED
+_MODELS = ("Sequential", "Functional", "Model")
+_KNOWN = "a Keras model: a .keras archive (zip with config.json) or a legacy HDF5 file with a model_config attribute"
+
+
+# ---------------------------------------------------------------- file detection and reading
+
+def _sniff(path: str) -> str | None:
+    """'keras', 'h5' or None, from the file's content."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if "config.json" not in z.namelist():
+                return None
+            cfg = json.loads(z.read("config.json"))
+        return "keras" if isinstance(cfg, dict) and "class_name" in cfg else None
+    if h5py.is_hdf5(path):
+        with h5py.File(path, "r") as f:
+            return "h5" if "model_config" in f.attrs else None
+    return None
+
+
+def can_open(path) -> bool:
+    """True if ``path`` holds a Keras model this frontend reads; never raises."""
+    try:
+        return _sniff(os.fspath(path)) is not None
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile, UnicodeDecodeError):
+        return False
+
+
+def _json(text, path: str) -> dict:
+    try:
+        cfg = json.loads(text.decode("utf-8") if isinstance(text, (bytes, np.bytes_)) else text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: the model config is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise FormatError(f"{path}: the model config is not a JSON object")
+    return cfg
+
+
+def _snake(name: str) -> str:
+    """Keras' ``naming.to_snake_case`` (names the weight groups of a .keras file)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _vars(group) -> list[np.ndarray]:
+    if group is None:
+        return []
+    keys = sorted((k for k in group.keys() if k.isdigit()), key=int)
+    return [np.asarray(group[k][()]) for k in keys]
+
+
+def _v3_weights(f: h5py.File, specs: list[KL.LayerSpec]) -> None:
+    """Fill ``spec.weights`` from a Keras 3 ``model.weights.h5``."""
+    root = f.get("layers")
+    by_name, used = {}, {}
+    for grp in (root.values() if root is not None else ()):
+        v = grp.get("vars")
+        if v is not None and "name" in v.attrs:
+            by_name[_text(v.attrs["name"])] = v
+    for spec in specs:
+        key = _snake(spec.cls)
+        if key in used:
+            used[key] += 1
+            key = f"{key}_{used[key]}"
+        else:
+            used[key] = 0
+        v = by_name.get(spec.name)
+        if v is None and root is not None and key in root:
+            v = root[key].get("vars")
+        spec.weights = _vars(v)
+
+
+def _read_keras(path: str) -> tuple[dict, object, dict]:
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        config = _json(z.read("config.json"), path)
+        meta = {}
+        if "metadata.json" in names:
+            meta = _json(z.read("metadata.json"), path)
+        if "model.weights.h5" not in names:
+            raise FormatError(f"{path}: .keras archive without model.weights.h5 (found {names}); "
+                              "evsnn reads archives written by model.save('x.keras')")
+        blob = z.read("model.weights.h5")
+
+    def fill(specs):
+        with h5py.File(io.BytesIO(blob), "r") as f:
+            _v3_weights(f, specs)
+
+    return config, fill, {"format": "keras-v3", "keras_version": str(meta.get("keras_version", ""))}
+
+
+def _text(v) -> str:
+    return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+def _read_h5(path: str) -> tuple[dict, object, dict]:
+    with h5py.File(path, "r") as f:
+        config = _json(f.attrs["model_config"], path)
+        version = _text(f.attrs.get("keras_version", ""))
+        if "model_weights" not in f:
+            raise FormatError(f"{path}: HDF5 model without a model_weights group; evsnn reads files written "
+                              "by model.save('x.h5')")
+
+    def fill(specs):
+        with h5py.File(path, "r") as f:
+            mw = f["model_weights"]
+            for spec in specs:
+                g = mw.get(spec.name)
+                names = g.attrs.get("weight_names", []) if g is not None else []
+                spec.weights = [np.asarray(g[_text(n)][()]) for n in names]
+
+    return config, fill, {"format": "keras-h5", "keras_version": version}
+
+
+# ---------------------------------------------------------------- model config → layer specs
+
+def _layer_entries(cfg: dict) -> list:
+    layers = cfg.get("layers") if isinstance(cfg, dict) else cfg
+    return layers if isinstance(layers, list) else []
+
+
+def _entry_spec(entry: dict) -> KL.LayerSpec:
+    if not isinstance(entry, dict):
+        raise ConversionError(f"malformed layer entry in the model config: {str(entry)[:80]}")
+    cls = str(entry.get("class_name", "?")).rsplit(">", 1)[-1]  # legacy h5 writes registered names "pkg>Class"
+    cfg = entry.get("config")
+    name = str((cfg or {}).get("name") or entry.get("name") or "?")
+    spec = KL.LayerSpec(name, KL.ALIASES.get(cls, cls), cfg if isinstance(cfg, dict) else {})
+    if cls in _MODELS or "layers" in spec.config:
+        KL.fail(spec, "nested models are not supported; rebuild the model flat; supported layers: "
+                      + ", ".join(SUPPORTED))
+    if not isinstance(cfg, dict) or not cfg:
+        KL.fail(spec, "the layer has no config (a custom layer saved without get_config?); supported: "
+                      + ", ".join(SUPPORTED))
+    return spec
+
+
+def _input_spec(name: str, batch_shape) -> KL.LayerSpec:
+    return KL.LayerSpec(name, "InputLayer", {"batch_shape": list(batch_shape), "name": name})
+
+
+def _sequential(cfg: dict) -> tuple[list[KL.LayerSpec], list[KL.LayerSpec], str, str]:
+    specs = [_entry_spec(e) for e in _layer_entries(cfg)]
+    if not specs:
+        raise ConversionError("Sequential model has no layers")
+    if specs[0].cls != "InputLayer":
+        first = specs[0].config
+        built = cfg.get("build_input_shape") if isinstance(cfg, dict) else None
+        shape = first.get("batch_input_shape") or first.get("batch_shape") or built
+        if shape is None:
+            raise ConversionError("Sequential model has no input shape (never built?); add keras.Input(shape)")
+        names = {s.name for s in specs}
+        name, k = "input_layer", 0
+        while name in names:
+            k += 1
+            name = f"input_layer_{k}"
+        specs.insert(0, _input_spec(name, shape))
+    for prev, spec in zip(specs, specs[1:]):
+        spec.inputs = [prev.name]
+    return specs, specs, specs[0].name, specs[-1].name
+
+
+def _history(obj, out: list) -> None:
+    """Collect input layer names from Keras 3 call args (``__keras_tensor__`` dicts) or Keras 2 lists."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            hist = obj.get("config", {}).get("keras_history") or ["?", 0, 0]
+            out.append((str(hist[0]), int(hist[1])))
+        else:
+            for v in obj.values():
+                _history(v, out)
+    elif isinstance(obj, (list, tuple)):
+        if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):  # Keras 2: [name, node, tensor, kw]
+            out.append((obj[0], obj[1]))
+        else:
+            for v in obj:
+                _history(v, out)
+
+
+def _inbound(spec: KL.LayerSpec, entry: dict) -> list[str]:
+    nodes = entry.get("inbound_nodes") or []
+    if len(nodes) > 1:
+        KL.fail(spec, f"is called {len(nodes)} times (shared layer); supported: each layer used once")
+    found: list = []
+    if nodes:
+        node = nodes[0]
+        _history(node.get("args", []) if isinstance(node, dict) else node, found)
+    if any(idx != 0 for _, idx in found):
+        KL.fail(spec, "reads an output of a shared layer; supported: each layer used once")
+    return [name for name, _ in found]
+
+
+def _endpoints(cfg: dict, key: str) -> list[str]:
+    v = cfg.get(key) or []
+    if v and isinstance(v[0], str):
+        v = [v]
+    return [str(e[0]) for e in v]
+
+
+def _topo(specs: list[KL.LayerSpec], output: str) -> list[KL.LayerSpec]:
+    """The layers the output depends on, inputs first; config order breaks ties."""
+    by_name = {s.name: s for s in specs}
+    for s in specs:
+        for i in s.inputs:
+            if i not in by_name:
+                KL.fail(s, f"reads layer {i!r}, which is not in the model")
+    if output not in by_name:
+        raise ConversionError(f"the model output names layer {output!r}, which is not in the model")
+    needed, todo = set(), [output]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(by_name[name].inputs)
+    specs = [s for s in specs if s.name in needed]
+    done, order = set(), []
+    while len(order) < len(specs):
+        ready = [s for s in specs if s.name not in done and all(i in done for i in s.inputs)]
+        if not ready:
+            raise ConversionError("the model's layer graph has a cycle")
+        order.append(ready[0])
+        done.add(ready[0].name)
+    return order
+
+
+def _functional(cfg: dict) -> tuple[list[KL.LayerSpec], list[KL.LayerSpec], str, str]:
+    specs = []
+    for entry in _layer_entries(cfg):
+        spec = _entry_spec(entry)
+        spec.inputs = _inbound(spec, entry)
+        specs.append(spec)
+    ins, outs = _endpoints(cfg, "input_layers"), _endpoints(cfg, "output_layers")
+    if len(ins) != 1 or len(outs) != 1:
+        raise ConversionError(f"model has {len(ins)} inputs and {len(outs)} outputs; evsnn supports exactly one each")
+    used = _topo(specs, outs[0])
+    if ins[0] not in {s.name for s in used}:
+        raise ConversionError(f"the model output {outs[0]!r} does not depend on its input {ins[0]!r}")
+    return used, specs, ins[0], outs[0]
+
+
+def model_specs(config: dict) -> tuple[list[KL.LayerSpec], list[KL.LayerSpec], str, str, str]:
+    """From a model config: (the specs the output needs, in topological order; all specs in config order
+    (the order Keras numbers weight groups in); input layer; output layer; model name)."""
+    cls = config.get("class_name")
+    cfg = config.get("config")
+    name = str((cfg if isinstance(cfg, dict) else {}).get("name") or "model")
+    if cls == "Sequential":
+        return (*_sequential(cfg), name)
+    if isinstance(cfg, dict) and isinstance(cfg.get("layers"), list) and "output_layers" in cfg:
+        return (*_functional(cfg), name)
+    raise ConversionError(f"model {name!r} ({cls}): a subclassed model has no layer graph in its config; evsnn "
+                          "reads Sequential and Functional models only (supported layers: "
+                          + ", ".join(SUPPORTED) + ")")
+
+
+# ---------------------------------------------------------------- layer specs → graph
+
+def _input(b: KL.Builder, spec: KL.LayerSpec) -> KL.Tensor:
+    """InputLayer (batch, H, W, C) → Input (C, H, W); (batch, F) → (F,)."""
+    shape = spec.config.get("batch_shape") or spec.config.get("batch_input_shape")
+    dims = list(shape or [])[1:]
+    if not dims or any(d is None for d in dims) or len(dims) not in (1, 3):
+        KL.fail(spec, f"input shape {shape} is not supported; supported: a fixed (H, W, C) image or (F,) vector")
+    dims = [int(d) for d in dims]
+    shape = (dims[2], dims[0], dims[1]) if len(dims) == 3 else (dims[0],)
+    return KL.Tensor(b.add(A.Input(spec.name, shape=shape)), shape)
+
+
+def _check_classes(specs: list[KL.LayerSpec]) -> None:
+    """Refuse the first unsupported layer before reading any weights."""
+    for spec in specs:
+        if spec.cls == "Lambda":
+            KL.fail(spec, "a Lambda layer holds Python bytecode, which cannot be read safely (or converted); "
+                          "rebuild the model with supported layers: " + ", ".join(SUPPORTED))
+        if spec.cls not in KL.CONVERTERS and spec.cls != "InputLayer":
+            KL.fail(spec, "unsupported layer class; supported: " + ", ".join(SUPPORTED))
+
+
+def _users(nodes: list[A.Node]) -> dict[str, list[A.Node]]:
+    users = {n.name: [] for n in nodes}
+    for n in nodes:
+        for i in n.inputs:
+            users[i].append(n)
+    return users
+
+
+def _remove(b: KL.Builder, node: A.Node, layers: dict, moved_to: str | None) -> None:
+    """Drop ``node``; its readers read ``moved_to``; Keras layers it held now live there (or nowhere)."""
+    b.nodes = [n for n in b.nodes if n is not node]
+    for n in b.nodes:
+        n.inputs = tuple(moved_to if i == node.name else i for i in n.inputs)
+    for k, v in list(layers.items()):
+        if v == node.name:
+            if moved_to is None:
+                del layers[k]
+            else:
+                layers[k] = moved_to
+
+
+def _scale_rows(b: KL.Builder, p: A.Node, s: np.ndarray, t) -> None:
+    """P ← s·P + t on P's outputs (Conv/Dense weights and bias, and P's own affine record)."""
+    p.weight = p.weight * (s[:, None, None, None] if isinstance(p, A.Conv) else s[:, None])
+    p.bias = p.bias * s + t
+    if p.name in b.affine:
+        ps, pt = b.affine[p.name]
+        b.affine[p.name] = (ps * s, pt * s + t)
+
+
+def _forget(layers: dict, names) -> None:
+    """Keras layers whose values were held by ``names`` no longer exist in the graph."""
+    for k, v in list(layers.items()):
+        if v in names:
+            del layers[k]
+
+
+def _fold_back(b: KL.Builder, srcs: list[A.Node], p: A.Node, a: A.Node, layers: dict) -> None:
+    """affine(P(x)) → P'(x), or affine(Add(P1, P2, …)) → Add(P1', P2', …): scale rows, shift one bias."""
+    s, t = b.affine.pop(a.name)
+    for k, q in enumerate(srcs):
+        _scale_rows(b, q, s, t if k == 0 else 0.0)
+    _forget(layers, {q.name for q in srcs} | {p.name})
+    _remove(b, a, layers, p.name)
+
+
+def _foldable_sources(b: KL.Builder, p: A.Node, nodes: dict, users: dict, output: str) -> list[A.Node] | None:
+    """The Conv/Dense nodes an affine after ``p`` can be folded into (p itself, or an Add's inputs)."""
+    if p is None or p.name == output or len(users[p.name]) != 1:
+        return None
+    srcs = [nodes[i] for i in p.inputs] if isinstance(p, A.Add) else [p]
+    if isinstance(p, A.Add) and len(set(p.inputs)) != len(p.inputs):
+        return None
+    for q in srcs:
+        if (not isinstance(q, (A.Conv, A.Dense)) or q.name in b.pad_only or q.name == output
+                or len(users[q.name]) != 1):
+            return None
+    return srcs
+
+
+def _in_channel(c: A.Conv) -> np.ndarray:
+    """(Cout, Cin/groups) index of the input channel each weight slice reads."""
+    co, cig = c.weight.shape[:2]
+    group = np.arange(co) // (co // c.groups)
+    return group[:, None] * cig + np.arange(cig)[None, :]
+
+
+def _fold_forward(b: KL.Builder, a: A.Node, c: A.Node, layers: dict) -> None:
+    """C(affine(x)) → C'(x): scale C's input columns, bias += W·shift."""
+    s, t = b.affine.pop(a.name)
+    if isinstance(c, A.Dense):
+        c.bias = c.bias + c.weight @ t
+        c.weight = c.weight * s[None, :]
+    else:
+        idx = _in_channel(c)
+        c.bias = c.bias + (c.weight * t[idx][:, :, None, None]).sum(axis=(1, 2, 3))
+        c.weight = c.weight * s[idx][:, :, None, None]
+    c.inputs = a.inputs
+    _remove(b, a, layers, None)
+
+
+def _fold_pad(b: KL.Builder, a: A.Conv, c: A.Node, layers: dict) -> bool:
+    """pad → Conv: add pads; pad → valid AvgPool: pads with zeros counted. False if not foldable."""
+    if isinstance(c, A.Conv) and c.name not in b.affine:
+        c.pads = tuple(int(x + y) for x, y in zip(c.pads, a.pads))
+    elif isinstance(c, A.AvgPool) and not any(c.pads):
+        c.pads, c.count_include_pad = a.pads, True
+    else:
+        return False
+    c.inputs = a.inputs
+    _remove(b, a, layers, None)
+    return True
+
+
+def _fold_step(b: KL.Builder, layers: dict, output: str) -> str | None:
+    """Apply one fold; return the (possibly renamed) output node, or None when nothing folds."""
+    nodes = {n.name: n for n in b.nodes}
+    users = _users(b.nodes)
+    for a in b.nodes:
+        only = users[a.name][0] if len(users[a.name]) == 1 and a.name != output else None
+        if a.name in b.affine:
+            p = nodes.get(a.inputs[0])
+            srcs = _foldable_sources(b, p, nodes, users, output)
+            if srcs is not None:
+                _fold_back(b, srcs, p, a, layers)
+                return p.name if output == a.name else output
+            shift_ok = isinstance(only, A.Dense) or (isinstance(only, A.Conv) and not any(only.pads))
+            if (isinstance(only, (A.Conv, A.Dense)) and only.name not in b.pad_only | set(b.affine)
+                    and (shift_ok or not np.any(b.affine[a.name][1]))):
+                _fold_forward(b, a, only, layers)
+                return output
+        elif a.name in b.pad_only and only is not None and _fold_pad(b, a, only, layers):
+            return output
+    return None
+
+
+def build_graph(specs: list[KL.LayerSpec], inp: str, out: str, name: str, meta: dict) -> A.AnnGraph:
+    """Translate layer specs (topological order, weights filled) into a validated AnnGraph."""
+    b = KL.Builder(s.name for s in specs)
+    tensors: dict[str, KL.Tensor] = {}
+    for spec in specs:
+        if spec.cls == "InputLayer":
+            if spec.name != inp:
+                KL.fail(spec, "a second model input; evsnn supports exactly one")
+            tensors[spec.name] = _input(b, spec)
+        else:
+            tensors[spec.name] = KL.CONVERTERS[spec.cls](b, spec, [tensors[i] for i in spec.inputs])
+    if tensors[out].hwc is not None:
+        tensors[out] = KL.reorder(b, tensors[out])
+    layers = {k: t.node for k, t in tensors.items()}
+    output = tensors[out].node
+    while (step := _fold_step(b, layers, output)) is not None:
+        output = step
+    hwc = {k: list(t.hwc) for k, t in tensors.items() if t.hwc is not None and k in layers}
+    tensors: dict[str, str] = {}
+    for lname, node in layers.items():  # topological order: the producing layer comes first
+        tensors.setdefault(node, lname)
+    meta = dict(meta, source="keras", keras_layers=layers, tensors=tensors, flatten_hwc=hwc)
+    graph = A.AnnGraph(nodes=b.nodes, output=output, name=name, meta=meta)
+    graph.validate()
+    return graph
+
+
+def load(path) -> A.AnnGraph:
+    """Read a ``.keras`` or legacy ``.h5`` Keras model into an AnnGraph (NCHW, float64)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FormatError(f"model file not found: {path}")
+    try:
+        kind = _sniff(path)
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: unreadable as {_KNOWN} ({e})") from None
+    if kind is None:
+        raise FormatError(f"{path}: not {_KNOWN}")
+    config, fill, meta = (_read_keras if kind == "keras" else _read_h5)(path)
+    specs, every, inp, out, name = model_specs(config)
+    _check_classes(specs)
+    try:
+        fill(every)
+    except (OSError, KeyError, ValueError) as e:
+        raise FormatError(f"{path}: cannot read the model weights ({e})") from None
+    return build_graph(specs, inp, out, name, meta)
