@@ -59,7 +59,7 @@ def _step_population(pop, st, current, t, plan, net, slot, gate_pr):
             current = current + pop.threshold / (2.0 * plan.wake)
         st.v, s = models.if_step(st.v, current, pop.threshold, pop.reset)
     else:  # cif
-        cap = min(min(t + 1, plan.wake), pop.levels)
+        cap = min(t + 1, plan.wake) if pop.levels is None else min(t + 1, plan.wake, pop.levels)
         st.v, st.count, s = models.cif_step(st.v, st.count, current, pop.threshold, cap)
         return s, s.astype(np.float64)
     st.count += s

@@ -1,0 +1,218 @@
+"""Scatter kernels: deliver a list of events (internal index, signal) along one projection.
+
+Each kernel adds ``signal × weight`` into the target's input accumulator ``acc``
+(one ring slot, target-local, internal channels-last order). With ``track`` set
+it also records the touched blocks of the target (``mark``/``lst``, ``n`` listed
+so far; returns the new ``n``) so the sleep phase updates only those.
+
+NumPy meaning of each kernel (tested in tests/test_engine_kernels.py):
+
+- :func:`csr_scatter`: ``acc += s @ W`` for the CSR matrix W (row = pre neuron);
+- :func:`conv_scatter`: ``acc += conv2d(s)`` (cross-correlation, stride, zero pads, groups) in HWC layout;
+- :func:`pool_scatter`: ``acc += window_sum(s) · w[pos]``;
+- :func:`max_scatter`: ``delta += s`` for pre neurons covered by at least one gate window;
+- :func:`ident_scatter`: ``acc[map] += weight · s``.
+
+Dense alternatives for many events (:func:`conv_dense`, :func:`csr_dense`) use BLAS
+through ``np.dot`` and give the same sums (exactly, on dyadic-grid weights).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _mark(b, mark, lst, n):
+    if mark[b] == 0:
+        mark[b] = 1
+        lst[n] = b
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def csr_scatter(ev_idx, ev_sig, n_ev, indptr, indices, data, acc, track, mark, lst, n, bs):
+    """acc[indices[k]] += s·data[k] for k in row ev_idx[e]."""
+    for e in range(n_ev):
+        j = ev_idx[e]
+        s = ev_sig[e]
+        ri = indices[indptr[j]:indptr[j + 1]]  # uint32: no wrap-around checks
+        rd = data[indptr[j]:indptr[j + 1]]
+        if track:
+            for k in range(len(ri)):
+                q = ri[k]
+                acc[q] += s * rd[k]
+                n = _mark(q // bs, mark, lst, n)
+        else:
+            for k in range(len(ri)):
+                acc[ri[k]] += s * rd[k]
+    return n
+
+
+@njit(cache=True)
+def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl,
+                 acc, track, mark, lst, n):
+    """Implicit conv fan-out: event (y, x, c) adds s·w[ky, kx, ci, g·cog:(g+1)·cog] at every covered (oy, ox)."""
+    cog = cout // groups
+    for e in range(n_ev):
+        j = ev_idx[e]
+        s = ev_sig[e]
+        c = j % Cin
+        pos = j // Cin
+        x = pos % W
+        y = pos // W
+        g = c // cig
+        ci = c - g * cig
+        co0 = g * cog
+        for ky in range(kh):
+            ny = y + pt - ky
+            if ny < 0:
+                break
+            if ny % sh != 0:
+                continue
+            oy = ny // sh
+            if oy >= Ho:
+                continue
+            for kx in range(kw):
+                nx = x + pl - kx
+                if nx < 0:
+                    break
+                if nx % sw != 0:
+                    continue
+                ox = nx // sw
+                if ox >= Wo:
+                    continue
+                ob = (oy * Wo + ox) * cout + co0
+                wb = ((ky * kw + kx) * cig + ci) * cout + co0
+                a = acc[ob:ob + cog]  # slices: the inner loop vectorises (no index wrap-around checks)
+                b = w[wb:wb + cog]
+                for q in range(cog):
+                    a[q] += s * b[q]
+                if track:
+                    n = _mark(oy * Wo + ox, mark, lst, n)
+    return n
+
+
+@njit(cache=True)
+def pool_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, pl, acc, track, mark, lst, n):
+    """Average pool fan-out: event (y, x, c) adds s·w[oy, ox] to (oy, ox, c) of every covering window."""
+    for e in range(n_ev):
+        j = ev_idx[e]
+        s = ev_sig[e]
+        c = j % C
+        pos = j // C
+        x = pos % W
+        y = pos // W
+        for ky in range(kh):
+            ny = y + pt - ky
+            if ny < 0:
+                break
+            if ny % sh != 0:
+                continue
+            oy = ny // sh
+            if oy >= Ho:
+                continue
+            for kx in range(kw):
+                nx = x + pl - kx
+                if nx < 0:
+                    break
+                if nx % sw != 0:
+                    continue
+                ox = nx // sw
+                if ox >= Wo:
+                    continue
+                p = oy * Wo + ox
+                acc[p * C + c] += s * w[p]
+                if track:
+                    n = _mark(p, mark, lst, n)
+    return n
+
+
+@njit(cache=True)
+def max_scatter(ev_idx, ev_sig, n_ev, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, pl, delta, track, mark, lst, n):
+    """Max-pool gate input: delta[j] += s for every watched j; marks every gate position whose window covers j."""
+    for e in range(n_ev):
+        j = ev_idx[e]
+        pos = j // C
+        x = pos % W
+        y = pos // W
+        covered = False
+        for ky in range(kh):
+            ny = y + pt - ky
+            if ny < 0:
+                break
+            if ny % sh != 0:
+                continue
+            oy = ny // sh
+            if oy >= Ho:
+                continue
+            for kx in range(kw):
+                nx = x + pl - kx
+                if nx < 0:
+                    break
+                if nx % sw != 0:
+                    continue
+                ox = nx // sw
+                if ox >= Wo:
+                    continue
+                covered = True
+                if track:
+                    n = _mark(oy * Wo + ox, mark, lst, n)
+        if covered:
+            delta[j] += ev_sig[e]
+    return n
+
+
+@njit(cache=True)
+def ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wt, acc, track, mark, lst, n, bs):
+    """acc[map[j]] += wt·s (map = identity when ``direct``)."""
+    for e in range(n_ev):
+        j = ev_idx[e]
+        q = j if direct else mp[j]
+        acc[q] += wt * ev_sig[e]
+        if track:
+            n = _mark(q // bs, mark, lst, n)
+    return n
+
+
+@njit(cache=True)
+def csr_dense(ev_idx, ev_sig, n_ev, dense, n_pre, n_post, sig, acc):
+    """acc += s @ D with D the (n_pre, n_post) dense copy of the CSR matrix (BLAS gemv)."""
+    sig[:n_pre] = 0
+    for e in range(n_ev):
+        sig[ev_idx[e]] = ev_sig[e]
+    acc += np.dot(sig[:n_pre], dense.reshape((n_pre, n_post)))
+
+
+@njit(cache=True)
+def conv_dense(ev_idx, ev_sig, n_ev, wd, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl, sig, acc):
+    """acc += conv2d(s) through im2col and a BLAS gemm per group (wd: (groups, kh·kw·cig, cog))."""
+    npre = H * W * Cin
+    sig[:npre] = 0
+    for e in range(n_ev):
+        sig[ev_idx[e]] = ev_sig[e]
+    cog = cout // groups
+    K = kh * kw * cig
+    cols = np.empty((Ho * Wo, K), dtype=sig.dtype)  # every entry written below (pads as zeros)
+    for g in range(groups):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                row = cols[oy * Wo + ox]
+                for ky in range(kh):
+                    y = oy * sh - pt + ky
+                    for kx in range(kw):
+                        x = ox * sw - pl + kx
+                        dst = row[(ky * kw + kx) * cig:(ky * kw + kx) * cig + cig]
+                        if y < 0 or y >= H or x < 0 or x >= W:
+                            dst[:] = 0
+                        else:
+                            ib = (y * W + x) * Cin + g * cig
+                            dst[:] = sig[ib:ib + cig]
+        out = np.dot(cols, wd[g * K * cog:(g + 1) * K * cog].reshape((K, cog)))
+        for p in range(Ho * Wo):
+            a = acc[p * cout + g * cog:p * cout + g * cog + cog]
+            o = out[p]
+            for q in range(cog):
+                a[q] += o[q]

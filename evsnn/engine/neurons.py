@@ -1,0 +1,214 @@
+"""Neuron-update kernels: one population, neurons ``lo..hi`` (internal order), one step.
+
+Arrays are population-local views: ``v`` membrane (engine dtype), ``cnt`` net
+count (int64), ``val`` transmitted value (float64), ``acc`` this step's input
+accumulator (cleared as it is read), ``inp`` precomputed analog input current,
+``bias``, ``theta``. Spikes are appended to ``ev_idx``/``ev_sig`` (signal = ±1,
+or 2^(K−1−k) for a bit-serial spike); each function returns the new event count.
+
+Each rule equals the matching function of :mod:`evsnn.models` (tested), in the
+same order of operations as the reference: I = (Σ projections + input) + bias (+ δ).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _current(acc, inp, bias, i, on):
+    cur = acc[i]
+    acc[i] = 0
+    if on:
+        cur = (cur + inp[i]) + bias[i]
+    return cur
+
+
+@njit(cache=True)
+def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, zero_reset, ev_idx, ev_sig, n_ev):
+    """IF: v += I; s = [v ≥ θ]; v -= θ (or v = 0). ``shift`` adds θ/shift_den[0] (Deng & Gu δ = θ/(2T)).
+
+    ``shift_den``: 1-element array in the engine dtype, so δ is computed in that dtype.
+    """
+    sd = shift_den[0]
+    for i in range(lo, hi):
+        cur = _current(acc, inp, bias, i, on)
+        th = theta[i]
+        if shift:
+            cur = cur + th / sd
+        vi = v[i] + cur
+        if vi >= th:
+            vi = vi - vi if zero_reset else vi - th
+            cnt[i] += 1
+            val[i] += 1.0
+            ev_idx[n_ev] = i
+            ev_sig[n_ev] = 1
+            n_ev += 1
+        v[i] = vi
+    return n_ev
+
+
+@njit(cache=True, inline="always")
+def cif_sign(vi, th, c, cap):
+    """s = clip(floor(v/θ), −1, 1), −1 only if S > 0, +1 only if S < cap."""
+    f = np.floor(vi / th)
+    if f >= 1:
+        return 1 if c < cap else 0
+    if f <= -1:
+        return -1 if c > 0 else 0
+    return 0
+
+
+@njit(cache=True)
+def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, ev_idx, ev_sig, n_ev):
+    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L)."""
+    for i in range(lo, hi):
+        cur = _current(acc, inp, bias, i, on)
+        th = theta[i]
+        vi = v[i] + cur
+        s = cif_sign(vi, th, cnt[i], cap)
+        if s != 0:
+            vi = vi - th if s > 0 else vi + th
+            cnt[i] += s
+            val[i] += s
+            ev_idx[n_ev] = i
+            ev_sig[n_ev] = s
+            n_ev += 1
+        v[i] = vi
+    return n_ev
+
+
+@njit(cache=True)
+def can_fire_if(v, theta, lo, hi):
+    for i in range(lo, hi):
+        if v[i] >= theta[i]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def can_fire_cif(v, cnt, theta, lo, hi, cap):
+    for i in range(lo, hi):
+        if cif_sign(v[i], theta[i], cnt[i], cap) != 0:
+            return True
+    return False
+
+
+@njit(cache=True)
+def update_bit(v, cnt, val, acc, inp, bias, theta, lo, hi, on, k, bits, ev_idx, ev_sig, n_ev):
+    """Bit-serial: v += I every step; in emit step k (0 ≤ k < K) θ_k = θ·2^(K−1−k), s = [v ≥ θ_k], v -= θ_k·s."""
+    emit = 0 <= k < bits
+    wk = float(2 ** (bits - 1 - k)) if emit else 0.0
+    for i in range(lo, hi):
+        cur = _current(acc, inp, bias, i, on)
+        vi = v[i] + cur
+        if emit:
+            tk = theta[i] * wk
+            if vi >= tk:
+                vi = vi - tk
+                cnt[i] += 1
+                val[i] += wk
+                ev_idx[n_ev] = i
+                ev_sig[n_ev] = wk
+                n_ev += 1
+        v[i] = vi
+    return n_ev
+
+
+@njit(cache=True)
+def gate_absorb_all(cvals, delta):
+    for j in range(len(delta)):
+        cvals[j] += delta[j]
+        delta[j] = 0
+
+
+@njit(cache=True)
+def gate_absorb_block(cvals, delta, p, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
+    """c += delta over the window of gate position p (all channels)."""
+    oy = p // Wo
+    ox = p - oy * Wo
+    for ky in range(kh):
+        y = oy * sh - pt + ky
+        if y < 0 or y >= H:
+            continue
+        for kx in range(kw):
+            x = ox * sw - pl + kx
+            if x < 0 or x >= W:
+                continue
+            b = (y * W + x) * C
+            for c in range(C):
+                cvals[b + c] += delta[b + c]
+                delta[b + c] = 0
+
+
+@njit(cache=True, inline="always")
+def window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
+    """max of c over the window of gate (p, c); −inf when the window holds only pads."""
+    oy = p // Wo
+    ox = p - oy * Wo
+    m = -np.inf
+    for ky in range(kh):
+        y = oy * sh - pt + ky
+        if y < 0 or y >= H:
+            continue
+        for kx in range(kw):
+            x = ox * sw - pl + kx
+            if x < 0 or x >= W:
+                continue
+            q = cvals[(y * W + x) * C + c]
+            if q > m:
+                m = q
+    return m
+
+
+@njit(cache=True)
+def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev_idx, ev_sig, n_ev):
+    """Max-pool gates at positions p0..p1: s = clip(max_i c_i − S, −1, 1); S += s. Returns (n_ev, still_off)."""
+    still = False
+    for p in range(p0, p1):
+        for c in range(C):
+            i = p * C + c
+            d = window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl) - cnt[i]
+            s = 1 if d >= 1 else (-1 if d <= -1 else 0)
+            if s != 0:
+                cnt[i] += s
+                val[i] += s
+                ev_idx[n_ev] = i
+                ev_sig[n_ev] = s
+                n_ev += 1
+                if d - s >= 1 or d - s <= -1:
+                    still = True
+    return n_ev, still
+
+
+@njit(cache=True)
+def gate_can_fire(cvals, cnt, p, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
+    for c in range(C):
+        d = window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl) - cnt[p * C + c]
+        if d >= 1 or d <= -1:
+            return True
+    return False
+
+
+@njit(cache=True)
+def update_bit_gate(cvals, v, cnt, val, theta, v0, k, bits, kh, kw, C, H, W, Wo, sh, sw, pt, pl, nblk,
+                    ev_idx, ev_sig, n_ev):
+    """Bit-serial max-pool: at k = 0 v = max_i c_i + v0·θ, then emits its K bits like a bit-serial neuron."""
+    if k == 0:
+        for p in range(nblk):
+            for c in range(C):
+                i = p * C + c
+                v[i] = window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl) + v0 * theta[i]
+    if 0 <= k < bits:
+        wk = float(2 ** (bits - 1 - k))
+        for i in range(nblk * C):
+            tk = theta[i] * wk
+            if v[i] >= tk:
+                v[i] = v[i] - tk
+                cnt[i] += 1
+                val[i] += wk
+                ev_idx[n_ev] = i
+                ev_sig[n_ev] = wk
+                n_ev += 1
+    return n_ev

@@ -1,0 +1,262 @@
+"""Turn a :class:`~evsnn.ir.snn.Network` into the flat arrays the compiled step loop reads.
+
+Internal layout: every image-shaped population (C, H, W) is stored channels-last,
+internal index ``(y·W + x)·C + c``, so a conv event's fan-out is a contiguous run
+of output channels at each covered position, matching the channels-last kernel.
+Flat populations keep their order. ``perm[q]`` is the external (flattened NCHW)
+index of internal neuron ``q``; records are permuted back before they are
+returned. Neurons are grouped in *blocks* (the C channels of one position, or a
+single neuron for flat populations): the sleep phase tracks touched blocks.
+
+Tables (int64 unless noted):
+
+- ``pi[p]`` per target (populations, then the readout at index P), columns ``PI_*``;
+- ``ji[m]`` per projection, columns ``J_*`` and kind-specific parameters ``J_A + k``;
+- ``jf[m]`` (float64) identity weight;
+- ``wbuf`` (engine dtype) all weights; ``ibuf`` (int64) CSR indptr and index maps;
+  ``idx32`` (uint32) CSR column indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from evsnn.ir import snn as S
+
+# population table columns
+PI_SIZE, PI_OFF, PI_MODEL, PI_RESET, PI_SHIFT, PI_LEVELS, PI_SLOT, PI_NBLK, PI_BS, PI_BOFF, \
+    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1 = range(17)
+NPI = 17
+M_IF, M_CIF, M_BIT, M_MAX, M_READOUT = range(5)
+MODEL_CODES = {"if": M_IF, "cif": M_CIF, "bitserial": M_BIT, "maxpool": M_MAX}
+
+# projection table columns
+J_KIND, J_PRE, J_POST, J_DELAY, J_FAN, J_NPRE, J_NPOST, J_A = range(8)
+NJI = J_A + 16
+K_DENSE, K_CONV, K_POOL, K_IDENT, K_MAX, K_NOOP = range(6)
+# dense: A+0 indptr off (ibuf), A+1 indices off (idx32), A+2 data off (wbuf), A+3 dense copy off (wbuf, −1 none)
+# conv: A+0 w off, 1 kh, 2 kw, 3 cig, 4 cout, 5 groups, 6 H, 7 W, 8 Cin, 9 Ho, 10 Wo, 11 sh, 12 sw, 13 pt, 14 pl,
+#       15 dense-layout weight off (groups, kh·kw·cig, cog)
+# pool / max: A+0 w off (pool; −1 max), 1 kh, 2 kw, 3 C, 4 H, 5 W, 6 Ho, 7 Wo, 8 sh, 9 sw, 10 pt, 11 pl
+# identity: A+0 map off (ibuf; −1 direct), A+1 weight off (wbuf)
+
+DENSE_COPY_MAX_BYTES = 64 << 20  # CSR projections denser than 1/2 and smaller than this get a dense copy
+
+
+def _perm(shape) -> np.ndarray:
+    """Internal (channels-last) → external (NCHW) index map."""
+    n = int(np.prod(shape))
+    if len(shape) != 3:
+        return np.arange(n, dtype=np.int64)
+    c, h, w = shape
+    return np.arange(n, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).reshape(-1).copy()
+
+
+def _inverse(perm: np.ndarray) -> np.ndarray:
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(len(perm), dtype=perm.dtype)
+    return inv
+
+
+@dataclass
+class Packed:
+    names: list
+    sizes: list
+    perms: list            # per population, internal → external
+    out_perm: np.ndarray
+    in_perm: np.ndarray
+    pi: np.ndarray
+    v0: np.ndarray         # (P+1,) float64
+    theta: np.ndarray      # (Ntot + out,) dtype
+    bias: np.ndarray       # (Ntot + out,) dtype
+    ji: np.ndarray
+    jf: np.ndarray
+    wbuf: np.ndarray
+    ibuf: np.ndarray
+    idx32: np.ndarray
+    out_ptr: np.ndarray    # (P+2,) CSR over sources (populations, then input at index P) of projection ids
+    out_list: np.ndarray
+    fan: np.ndarray        # (Ntot,) int64 SOPs per spike, internal order
+    fan_in: np.ndarray     # (input size,) int64
+    ntot: int
+    acc_tot: int
+    c_tot: int
+    blk_tot: int
+    max_delay: int
+    macs_on: int           # MACs of the analog input projections per "on" step
+    max_cols: int          # scratch size for the dense conv path (im2col)
+
+
+def pack(net: S.Network, dtype=np.float32) -> Packed:
+    """Flatten ``net`` (validated first) into tables and buffers in the engine dtype."""
+    net.validate()
+    dtype = np.dtype(dtype)
+    pops = net.populations
+    P = len(pops)
+    index = {p.name: i for i, p in enumerate(pops)}
+    index[net.readout.name] = P
+    index[S.INPUT] = -1
+    shapes = [tuple(p.shape) for p in pops] + [tuple(net.readout.shape)]
+    perms = [_perm(s) for s in shapes]
+    invs = [_inverse(q) for q in perms]
+    in_perm = _perm(tuple(net.input_shape))
+    in_inv = _inverse(in_perm)
+
+    def perm_of(i):
+        return in_perm if i < 0 else perms[i]
+
+    def inv_of(i):
+        return in_inv if i < 0 else invs[i]
+
+    gates = {}
+    for m, pr in enumerate(net.projections):
+        if isinstance(pr, S.MaxProjection) and index[pr.post] < P and pops[index[pr.post]].model == "maxpool":
+            gates.setdefault(index[pr.post], m)
+
+    pi = np.zeros((P + 1, NPI), dtype=np.int64)
+    v0 = np.zeros(P + 1)
+    off = acc = coff = boff = 0
+    for i, shp in enumerate(shapes):
+        size = int(np.prod(shp))
+        pi[i, PI_SIZE], pi[i, PI_OFF] = size, off
+        if i < P:
+            p = pops[i]
+            pi[i, PI_MODEL] = MODEL_CODES[p.model]
+            pi[i, PI_RESET] = 1 if p.reset == "zero" else 0
+            pi[i, PI_SHIFT] = int(bool(p.shift))
+            pi[i, PI_LEVELS] = p.levels if p.levels is not None else (1 << 62)
+            v0[i] = p.v0
+            pi[i, PI_TRACK] = 1
+        else:
+            pi[i, PI_MODEL] = M_READOUT
+        bs = shp[0] if len(shp) == 3 else 1
+        pi[i, PI_BS], pi[i, PI_NBLK], pi[i, PI_BOFF] = bs, size // bs, boff
+        boff += size // bs
+        g = gates.get(i, -1)
+        pi[i, PI_GATE] = g
+        accsz = int(np.prod(net.projections[g].pre_shape)) if g >= 0 else size
+        pi[i, PI_ACCSZ], pi[i, PI_ACCOFF] = accsz, acc
+        acc += accsz
+        if g >= 0:
+            pi[i, PI_COFF] = coff
+            coff += accsz
+        off += size
+    ntot = off - int(np.prod(shapes[-1]))
+    theta = np.ones(off, dtype=dtype)
+    bias = np.zeros(off, dtype=dtype)
+    for i, p in enumerate(pops):
+        o = pi[i, PI_OFF]
+        theta[o:o + p.size] = np.asarray(p.threshold, dtype=np.float64).reshape(-1)[perms[i]]
+        bias[o:o + p.size] = np.asarray(p.bias, dtype=np.float64).reshape(-1)[perms[i]]
+    ro = pi[P, PI_OFF]
+    bias[ro:] = np.asarray(net.readout.bias, dtype=np.float64).reshape(-1)[perms[P]]
+    if net.preset == "bitserial":
+        st = net.stages()
+        for i, p in enumerate(pops):
+            pi[i, PI_SLOT] = st[p.name]
+
+    wparts, iparts, jparts = [], [], []
+    wlen = [0]
+    ilen = [0]
+    jlen = [0]
+
+    def wput(a):
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.float64).reshape(-1)).astype(dtype)
+        o = wlen[0]
+        wparts.append(a)
+        wlen[0] += len(a)
+        return o
+
+    def iput(a, parts=iparts, ln=ilen, dt=np.int64):
+        a = np.asarray(a).reshape(-1).astype(dt)
+        o = ln[0]
+        parts.append(a)
+        ln[0] += len(a)
+        return o
+
+    M = len(net.projections)
+    ji = np.zeros((M, NJI), dtype=np.int64)
+    jf = np.zeros(M)
+    fan = np.zeros(ntot, dtype=np.int64)
+    fan_in = np.zeros(int(np.prod(net.input_shape)), dtype=np.int64)
+    macs_on = 0
+    max_cols = 1
+    for m, pr in enumerate(net.projections):
+        a, b = index[pr.pre], index[pr.post]
+        f = S.fanout(pr).astype(np.int64)[perm_of(a)]
+        if a < 0:
+            fan_in += f
+        else:
+            o = pi[a, PI_OFF]
+            fan[o:o + len(f)] += f
+        row = ji[m]
+        row[J_PRE], row[J_POST], row[J_DELAY] = a, b, pr.delay
+        row[J_FAN] = int(f.sum())
+        row[J_NPRE], row[J_NPOST] = int(np.prod(pr.pre_shape)), int(np.prod(pr.post_shape))
+        if a < 0 and net.input_mode == "analog" and not isinstance(pr, S.MaxProjection):
+            macs_on += int(f.sum())
+        post_is_gate = b < P and pops[b].model == "maxpool"
+        if isinstance(pr, S.MaxProjection):
+            row[J_KIND] = K_MAX if gates.get(b) == m else K_NOOP
+        elif post_is_gate:
+            row[J_KIND] = K_NOOP  # a gate ignores currents (as the reference does)
+        if isinstance(pr, S.DenseProjection):
+            if row[J_KIND] != K_NOOP:
+                row[J_KIND] = K_DENSE
+            n_pre, n_post = row[J_NPRE], row[J_NPOST]
+            mat = sp.csr_matrix((pr.data, pr.indices, pr.indptr), shape=(n_pre, n_post))[perm_of(a)]
+            mat = sp.csr_matrix((mat.data, inv_of(b)[mat.indices], mat.indptr), shape=(n_pre, n_post))
+            mat.sort_indices()
+            row[J_A + 0] = iput(mat.indptr)
+            row[J_A + 1] = iput(mat.indices, jparts, jlen, np.uint32)
+            row[J_A + 2] = wput(mat.data)
+            row[J_A + 3] = -1
+            if mat.nnz * 2 >= n_pre * n_post and n_pre * n_post * dtype.itemsize <= DENSE_COPY_MAX_BYTES:
+                row[J_A + 3] = wput(mat.toarray())
+        elif isinstance(pr, S.ConvProjection):
+            if row[J_KIND] != K_NOOP:
+                row[J_KIND] = K_CONV
+            kh, kw, cig, cout = pr.kernel.shape
+            cin, h, w = pr.pre_shape
+            _, ho, wo = pr.post_shape
+            g = pr.groups
+            vals = [wput(pr.kernel), kh, kw, cig, cout, g, h, w, cin, ho, wo, pr.stride[0], pr.stride[1],
+                    pr.pads[0], pr.pads[1]]
+            cog = cout // g
+            vals.append(wput(np.asarray(pr.kernel, dtype=np.float64).reshape(kh * kw * cig, g, cog)
+                             .transpose(1, 0, 2)))
+            row[J_A:J_A + 16] = vals
+            max_cols = max(max_cols, ho * wo * kh * kw * cig + ho * wo * cog)
+        elif isinstance(pr, (S.PoolProjection, S.MaxProjection)):
+            if isinstance(pr, S.PoolProjection) and row[J_KIND] != K_NOOP:
+                row[J_KIND] = K_POOL
+            c, h, w = pr.pre_shape
+            _, ho, wo = pr.post_shape
+            wo_ = wput(pr.weight) if isinstance(pr, S.PoolProjection) else -1
+            row[J_A:J_A + 12] = [wo_, pr.window[0], pr.window[1], c, h, w, ho, wo, pr.stride[0], pr.stride[1],
+                                 pr.pads[0], pr.pads[1]]
+        elif isinstance(pr, S.IdentityProjection):
+            if row[J_KIND] != K_NOOP:
+                row[J_KIND] = K_IDENT
+            jf[m] = pr.weight
+            mp = inv_of(b)[perm_of(a)]
+            row[J_A] = -1 if np.array_equal(mp, np.arange(len(mp))) else iput(mp)
+            row[J_A + 1] = wput([pr.weight])
+        else:
+            raise TypeError(f"unknown projection kind {type(pr).__name__}")
+    srcs = [index[pr.pre] if index[pr.pre] >= 0 else P for pr in net.projections]
+    order = np.argsort(np.asarray(srcs, dtype=np.int64), kind="stable")
+    out_ptr = np.zeros(P + 2, dtype=np.int64)
+    np.add.at(out_ptr, np.asarray(srcs, dtype=np.int64) + 1, 1)
+    out_ptr = np.cumsum(out_ptr)
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(1, dt))
+    return Packed(
+        names=[p.name for p in pops], sizes=[p.size for p in pops], perms=perms[:P], out_perm=perms[P],
+        in_perm=in_perm, pi=pi, v0=v0, theta=theta, bias=bias, ji=ji, jf=jf,
+        wbuf=cat(wparts, dtype), ibuf=cat(iparts, np.int64), idx32=cat(jparts, np.uint32),
+        out_ptr=out_ptr, out_list=order.astype(np.int64), fan=fan, fan_in=fan_in, ntot=ntot, acc_tot=acc,
+        c_tot=max(coff, 1), blk_tot=boff, max_delay=max((pr.delay for pr in net.projections), default=0),
+        macs_on=macs_on, max_cols=max_cols)

@@ -1,0 +1,354 @@
+"""The compiled step loop of one sample, and the parallel batch driver.
+
+Per step t, populations in order: read the input accumulator of ring slot t % R,
+update the neurons (all of them while biases/inputs are on and at the first
+sleep step; afterwards only the listed blocks: touched by a scatter or still
+able to fire), record the events, then scatter them along every outgoing
+projection into slot (t + delay) % R of the target. A projection with many
+events this step takes the dense path (BLAS) instead; the target is then
+updated in full. The readout accumulates last. A sample stops when it is
+quiet (no spike in the last D+1 steps, t ≥ T_w): nothing can change after
+that, so its remaining records are padding (readout held, zeros elsewhere).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from evsnn.engine import kernels as KN
+from evsnn.engine import neurons as NR
+from evsnn.engine.pack import (
+    J_A, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST, K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_BIT, M_CIF,
+    M_IF, M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_GATE, PI_LEVELS, PI_MODEL, PI_NBLK, PI_OFF,
+    PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT, PI_TRACK,
+)
+
+
+@njit(cache=True)
+def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mark_row, lst_row, lst_n, full, rr,
+            track, frac_conv, frac_csr, sig):
+    """Deliver n_ev events along projection m into ring slot rr; returns nothing (updates lists/flags)."""
+    kind = ji[m, J_KIND]
+    q = ji[m, J_POST]
+    a0 = pi[q, PI_ACCOFF]
+    acc = acc_row[a0:a0 + pi[q, PI_ACCSZ]]
+    b0 = pi[q, PI_BOFF]
+    nb = pi[q, PI_NBLK]
+    mark = mark_row[b0:b0 + nb]
+    lst = lst_row[b0:b0 + nb]
+    track = track and pi[q, PI_TRACK] == 1 and full[rr, q] == 0
+    n = lst_n[rr, q]
+    bs = pi[q, PI_BS]
+    A = J_A
+    if kind == K_CONV:
+        npre = ji[m, J_NPRE]
+        if n_ev > frac_conv * npre:
+            o = ji[m, A + 15]
+            cog = ji[m, A + 4] // ji[m, A + 5]
+            ln = ji[m, A + 1] * ji[m, A + 2] * ji[m, A + 3] * cog * ji[m, A + 5]
+            KN.conv_dense(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], ji[m, A + 1], ji[m, A + 2], ji[m, A + 3],
+                          ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9],
+                          ji[m, A + 10], ji[m, A + 11], ji[m, A + 12], ji[m, A + 13], ji[m, A + 14], sig, acc)
+            if track:
+                full[rr, q] = 1
+            return
+        o = ji[m, A]
+        ln = ji[m, A + 1] * ji[m, A + 2] * ji[m, A + 3] * ji[m, A + 4]
+        n = KN.conv_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], ji[m, A + 1], ji[m, A + 2], ji[m, A + 3],
+                            ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9],
+                            ji[m, A + 10], ji[m, A + 11], ji[m, A + 12], ji[m, A + 13], ji[m, A + 14],
+                            acc, track, mark, lst, n)
+    elif kind == K_DENSE:
+        npre = ji[m, J_NPRE]
+        npost = ji[m, J_NPOST]
+        od = ji[m, A + 3]
+        if od >= 0 and n_ev > frac_csr * npre:
+            KN.csr_dense(ev_idx, ev_sig, n_ev, wbuf[od:od + npre * npost], npre, npost, sig, acc)
+            if track:
+                full[rr, q] = 1
+            return
+        op = ji[m, A]
+        indptr = ibuf[op:op + npre + 1]
+        nnz = indptr[npre] - indptr[0]
+        oi = ji[m, A + 1]
+        ow = ji[m, A + 2]
+        n = KN.csr_scatter(ev_idx, ev_sig, n_ev, indptr, idx32[oi:oi + nnz], wbuf[ow:ow + nnz], acc, track,
+                           mark, lst, n, bs)
+    elif kind == K_POOL:
+        o = ji[m, A]
+        n = KN.pool_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ji[m, A + 6] * ji[m, A + 7]], ji[m, A + 1],
+                            ji[m, A + 2], ji[m, A + 3], ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7],
+                            ji[m, A + 8], ji[m, A + 9], ji[m, A + 10], ji[m, A + 11], acc, track, mark, lst, n)
+    elif kind == K_MAX:
+        n = KN.max_scatter(ev_idx, ev_sig, n_ev, ji[m, A + 1], ji[m, A + 2], ji[m, A + 3], ji[m, A + 4],
+                           ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9], ji[m, A + 10],
+                           ji[m, A + 11], acc, track, mark, lst, n)
+    elif kind == K_IDENT:
+        o = ji[m, A]
+        direct = o < 0
+        mp = ibuf[0:1] if direct else ibuf[o:o + ji[m, J_NPRE]]
+        n = KN.ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wbuf[ji[m, A + 1]], acc, track, mark, lst, n, bs)
+    lst_n[rr, q] = n
+
+
+@njit(cache=True)
+def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry,
+                ev_idx, ev_sig, wake, bitserial, bits, shift_den):
+    """Update population p at step t (slot r); returns its event count (events at ev_idx[off:...])."""
+    off = pi[p, PI_OFF]
+    size = pi[p, PI_SIZE]
+    model = pi[p, PI_MODEL]
+    a0 = pi[p, PI_ACCOFF]
+    accp = acc[r, a0:a0 + pi[p, PI_ACCSZ]]
+    inpp = inp[a0:a0 + pi[p, PI_ACCSZ]]
+    vp = v[off:off + size]
+    cp = cnt[off:off + size]
+    valp = val[off:off + size]
+    th = theta[off:off + size]
+    bi = bias[off:off + size]
+    ei = ev_idx[off:off + size]
+    es = ev_sig[off:off + size]
+    b0 = pi[p, PI_BOFF]
+    nb = pi[p, PI_NBLK]
+    bs = pi[p, PI_BS]
+    mk = mark[r, b0:b0 + nb]
+    ls = lst[r, b0:b0 + nb]
+    on = (t == 0) if bitserial else (t < wake)
+    sleep = (not bitserial) and t >= wake
+    sparse = sleep and t > wake and full[r, p] == 0
+    levels = pi[p, PI_LEVELS]
+    cap = min(min(t + 1, wake), levels)
+    ncap_next = min(wake, levels)  # cap in every later sleep step
+    n_ev = 0
+    nl = lst_n[r, p]
+    g = pi[p, PI_GATE]
+    # gate geometry
+    kh = kw = C = H = W = Wo = sh = sw = pt = pl = 0
+    cv = cvals[0:1]
+    if model == M_MAX and g >= 0:
+        A = J_A
+        kh, kw, C, H, W = ji[g, A + 1], ji[g, A + 2], ji[g, A + 3], ji[g, A + 4], ji[g, A + 5]
+        Wo, sh, sw, pt, pl = ji[g, A + 7], ji[g, A + 8], ji[g, A + 9], ji[g, A + 10], ji[g, A + 11]
+        co = pi[p, PI_COFF]
+        cv = cvals[co:co + pi[p, PI_ACCSZ]]
+    if model == M_MAX and g < 0:
+        return 0  # a gate nothing feeds never changes (its window max is undefined)
+    if bitserial:
+        k = t - pi[p, PI_SLOT] * bits
+        if model == M_MAX:
+            NR.gate_absorb_all(cv, accp)
+            n_ev = NR.update_bit_gate(cv, vp, cp, valp, th, v0[p], k, bits, kh, kw, C, H, W, Wo, sh, sw, pt, pl,
+                                      nb, ei, es, 0)
+        else:
+            n_ev = NR.update_bit(vp, cp, valp, accp, inpp, bi, th, 0, size, on, k, bits, ei, es, 0)
+        return n_ev
+    nc = 0
+    if sparse:
+        for e in range(nl):
+            b = ls[e]
+            mk[b] = 0
+            if model == M_MAX:
+                NR.gate_absorb_block(cv, accp, b, kh, kw, C, H, W, Wo, sh, sw, pt, pl)
+                n_ev, still = NR.update_gate(cv, cp, valp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl,
+                                             ei, es, n_ev)
+            elif model == M_CIF:
+                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, cap, ei, es, n_ev)
+                still = NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next)
+            else:
+                n_ev = NR.update_if(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, False, shift_den,
+                                    pi[p, PI_RESET] == 1, ei, es, n_ev)
+                still = NR.can_fire_if(vp, th, b * bs, b * bs + bs)
+            if still:
+                carry[nc] = b
+                nc += 1
+    else:
+        for e in range(nl):
+            mk[ls[e]] = 0
+        if model == M_MAX:
+            NR.gate_absorb_all(cv, accp)
+            n_ev, still = NR.update_gate(cv, cp, valp, 0, nb, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ei, es, 0)
+            if sleep and still:
+                for b in range(nb):
+                    if NR.gate_can_fire(cv, cp, b, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
+                        carry[nc] = b
+                        nc += 1
+        elif model == M_CIF:
+            n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, ei, es, 0)
+            if sleep:
+                for b in range(nb):
+                    if NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next):
+                        carry[nc] = b
+                        nc += 1
+        else:
+            n_ev = NR.update_if(vp, cp, valp, accp, inpp, bi, th, 0, size, on,
+                                pi[p, PI_SHIFT] == 1 and t < wake, shift_den, pi[p, PI_RESET] == 1, ei, es, 0)
+            if sleep:
+                for b in range(nb):
+                    if NR.can_fire_if(vp, th, b * bs, b * bs + bs):
+                        carry[nc] = b
+                        nc += 1
+    lst_n[r, p] = 0
+    full[r, p] = 0
+    if nc > 0:
+        r1 = (t + 1) % R
+        mk1 = mark[r1, b0:b0 + nb]
+        ls1 = lst[r1, b0:b0 + nb]
+        n1 = lst_n[r1, p]
+        for e in range(nc):
+            b = carry[e]
+            if mk1[b] == 0:
+                mk1[b] = 1
+                ls1[n1] = b
+                n1 += 1
+        lst_n[r1, p] = n1
+    return n_ev
+
+
+@njit(cache=True)
+def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
+               fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
+               v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig,
+               sig, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
+               values, qa_out, silent_out):
+    """Simulate sample n from a fresh state and write its records (row n of every record array)."""
+    P = pi.shape[0] - 1
+    ntot = pi[P, PI_OFF]
+    for p in range(P):
+        off = pi[p, PI_OFF]
+        for i in range(off, off + pi[p, PI_SIZE]):
+            v[i] = v0[p] * theta[i]
+    cnt[:] = 0
+    val[:] = 0
+    acc[:] = 0
+    inp[:] = 0
+    cvals[:] = 0
+    mark[:] = 0
+    lst_n[:] = 0
+    full[:] = 0
+    out[:] = 0
+    n_in = x.shape[1]
+    if not use_rate:  # analog input: its current is the same every "on" step, computed once
+        ne = 0
+        for j in range(n_in):
+            if x[n, j] != 0:
+                ev_in_idx[ne] = j
+                ev_in_sig[ne] = x[n, j]
+                ne += 1
+        for e in range(out_ptr[P], out_ptr[P + 1]):
+            scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, inp, pi, mark[0], lst[0],
+                    lst_n, full, 0, False, frac_conv, frac_csr, sig)
+    silent = 0
+    qa = -1
+    t_end = max_steps
+    ro = pi[P, PI_OFF]
+    osz = pi[P, PI_SIZE]
+    ra0 = pi[P, PI_ACCOFF]
+    for t in range(max_steps):
+        r = t % R
+        any_sp = False
+        if use_rate and t < wake:
+            ne = 0
+            so = 0
+            for j in range(n_in):
+                if rate[n, t, j] != 0:
+                    ev_in_idx[ne] = j
+                    ev_in_sig[ne] = 1
+                    so += fan_in[j]
+                    ne += 1
+            rec_in_pos[n, t] = ne
+            rec_in_sops[n, t] = so
+            if ne > 0:
+                for e in range(out_ptr[P], out_ptr[P + 1]):
+                    scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
+                            lst[r], lst_n, full, r, False, frac_conv, frac_csr, sig)
+        for p in range(P):
+            ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
+                             full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den)
+            if ne == 0:
+                continue
+            any_sp = True
+            off = pi[p, PI_OFF]
+            pos = 0
+            so = 0
+            for e in range(ne):
+                j = ev_idx[off + e]
+                sg = 1
+                if ev_sig[off + e] > 0:
+                    pos += 1
+                else:
+                    sg = -1
+                so += fan[off + j]
+                if do_raster:
+                    raster[n, t, off + j] = sg
+            rec_pos[n, p, t] = pos
+            rec_neg[n, p, t] = ne - pos
+            rec_sops[n, p, t] = so
+            sz = pi[p, PI_SIZE]
+            for e2 in range(out_ptr[p], out_ptr[p + 1]):
+                m = out_list[e2]
+                d = ji[m, J_DELAY]
+                rr = (t + d) % R
+                scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
+                        mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and t + d > wake, frac_conv, frac_csr,
+                        sig)
+        on = (t == 0) if bitserial else (t < wake)
+        for i in range(osz):
+            cur = acc[r, ra0 + i]
+            acc[r, ra0 + i] = 0
+            if on:
+                cur = cur + inp[ra0 + i]
+                out[i] = (out[i] + cur) + bias[ro + i]
+            else:
+                out[i] = out[i] + cur
+            rec_out[n, t, i] = out[i]
+        silent = 0 if any_sp else silent + 1
+        if t >= wake and silent > D:
+            qa = t
+            t_end = t + 1
+            break
+    for t in range(t_end, max_steps):
+        for i in range(osz):
+            rec_out[n, t, i] = out[i]
+    for i in range(ntot):
+        counts[n, i] = cnt[i]
+        values[n, i] = val[i]
+    qa_out[n] = qa
+    silent_out[n] = silent
+
+
+@njit(cache=True, parallel=True)
+def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
+              fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den, acc_tot, c_tot,
+              blk_tot, sig_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
+              counts, values, qa_out, silent_out):
+    """Samples split into ``nchunks`` contiguous chunks run in parallel; one state per chunk (thread)."""
+    N = x.shape[0]
+    P = pi.shape[0] - 1
+    nall = theta.shape[0]
+    for c in prange(nchunks):
+        lo = c * N // nchunks
+        hi = (c + 1) * N // nchunks
+        v = np.empty_like(theta)
+        cnt = np.zeros(nall, dtype=np.int64)
+        val = np.zeros(nall, dtype=np.float64)
+        acc = np.zeros((R, acc_tot), dtype=theta.dtype)
+        inp = np.zeros(acc_tot, dtype=theta.dtype)
+        cvals = np.zeros(c_tot, dtype=theta.dtype)
+        mark = np.zeros((R, blk_tot + 1), dtype=np.uint8)
+        lst = np.zeros((R, blk_tot + 1), dtype=np.int64)
+        lst_n = np.zeros((R, P + 1), dtype=np.int64)
+        full = np.zeros((R, P + 1), dtype=np.uint8)
+        carry = np.zeros(blk_tot + 1, dtype=np.int64)
+        ev_idx = np.zeros(nall, dtype=np.int64)
+        ev_sig = np.zeros(nall, dtype=theta.dtype)
+        ev_in_idx = np.zeros(x.shape[1] + 1, dtype=np.int64)
+        ev_in_sig = np.zeros(x.shape[1] + 1, dtype=theta.dtype)
+        sig = np.zeros(sig_size, dtype=theta.dtype)
+        out = np.zeros(pi[P, PI_SIZE], dtype=theta.dtype)
+        for n in range(lo, hi):
+            run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
+                       fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
+                       v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx,
+                       ev_in_sig, sig, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
+                       do_raster, counts, values, qa_out, silent_out)

@@ -1,0 +1,229 @@
+"""The Numba event engine equals the NumPy reference, record for record (design.md, "Event engine").
+
+Random networks come from tests/strategies.py (dyadic weights and inputs, so float32
+sums are exact). Every field of SimResult is compared: readout at every step, counts,
+values, spikes ±, SOPs, input MACs, raster, sleep steps, quiescence.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from evsnn import engine
+from evsnn.convert import convert
+from evsnn.errors import ConversionError
+from evsnn.ir import ann as A
+from evsnn.ir import snn as S
+from evsnn.reference import simulate as ref_simulate
+from strategies import graphs, inputs
+
+FIELDS = ("counts", "values", "spikes_pos", "spikes_neg", "sops", "raster")
+
+
+def assert_same(ref, got):
+    assert ref.readout.shape == got.readout.shape
+    np.testing.assert_array_equal(got.readout, ref.readout, err_msg="readout")
+    assert ref.wake == got.wake
+    for f in FIELDS:
+        a, b = getattr(ref, f), getattr(got, f)
+        assert a.keys() == b.keys(), f
+        for k in a:
+            assert a[k].shape == b[k].shape, (f, k)
+            assert a[k].dtype == b[k].dtype, (f, k)
+            np.testing.assert_array_equal(b[k], a[k], err_msg=f"{f}[{k}]")
+    for f in ("input_macs", "sleep_steps", "quiescent"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f), err_msg=f)
+
+
+def _weights(pr):
+    if isinstance(pr, S.DenseProjection):
+        return pr.data
+    if isinstance(pr, S.ConvProjection):
+        return pr.kernel
+    if isinstance(pr, S.PoolProjection):
+        return pr.weight
+    if isinstance(pr, S.IdentityProjection):
+        return np.array([pr.weight])
+    return np.zeros(1)
+
+
+def dyadic(net) -> bool:
+    """All weights and biases exact in float32 with ≤ 20 fractional bits (sums then exact in any order).
+
+    Average pools with a divisor of 3, 6 or 9 (3×3 windows, count_include_pad False) break this; such
+    networks are skipped: the reference multiplies the window sum by 1/9, the engine each spike.
+    """
+    arrs = [_weights(pr) for pr in net.projections] + [p.bias for p in net.populations] + [net.readout.bias]
+    for a in arrs:
+        a = np.asarray(a, dtype=np.float64)
+        if not (np.array_equal(a.astype(np.float32), a) and np.array_equal(np.round(a * 2**20), a * 2**20)):
+            return False
+    return True
+
+
+PRESETS = ("if", "deng-gu", "qcfs", "casc", "bitserial")
+
+
+@st.composite
+def cases(draw, preset=None):
+    preset = preset or draw(st.sampled_from(PRESETS))
+    levels = (1, 3, 7) if preset == "bitserial" else (1, 2, 4, 8)
+    graph = draw(graphs(levels=levels, max_depth=4))
+    x = draw(inputs(graph, max_samples=3))
+    mode = "analog" if preset == "bitserial" else draw(st.sampled_from(["analog", "analog", "rate"]))
+    if mode == "rate":
+        x = np.abs(x)
+    net = convert(graph, preset, input_mode=mode)
+    kw = {}
+    if preset == "casc":
+        kw["sleep"] = draw(st.sampled_from(["auto", 0, 3, 12]))
+        if kw["sleep"] == "auto":
+            kw["max_sleep"] = draw(st.sampled_from([None, 2]))
+    elif preset != "bitserial":
+        kw["wake"] = draw(st.sampled_from([1, 4, 8]))
+        kw["sleep"] = draw(st.sampled_from([0, 2, "auto"]))
+    kw["record"] = ("counts", "raster")
+    kw["seed"] = draw(st.integers(0, 3))
+    return net, x, kw
+
+
+def _check(net, x, kw, data):
+    assume(dyadic(net))
+    ref = ref_simulate(net, x, **kw)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    threads = data.draw(st.sampled_from([1, 2]), label="threads")
+    path = data.draw(st.sampled_from(["auto", "event", "dense"]), label="path")
+    got = engine.simulate(net, x, dtype=dtype, threads=threads, path=path, **kw)
+    assert_same(ref, got)
+
+
+@given(cases(), st.data())
+def test_engine_equals_reference(case, data):
+    net, x, kw = case
+    _check(net, x, kw, data)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@settings(max_examples=8)
+@given(data=st.data())
+def test_engine_equals_reference_per_preset(preset, data):
+    net, x, kw = data.draw(cases(preset))
+    _check(net, x, kw, data)
+
+
+def _with_delays(net, rng, recurrent: bool):
+    """Copy of ``net`` with random delays ≥ 1 on some population→population edges, and a recurrent edge."""
+    net = dataclasses.replace(net, projections=[dataclasses.replace(pr) for pr in net.projections])
+    for pr in net.projections:
+        if pr.pre != S.INPUT and rng.random() < 0.5:
+            pr.delay = int(rng.integers(1, 4))
+    if recurrent:
+        p = net.populations[int(rng.integers(len(net.populations)))]
+        if p.model != "maxpool":
+            n = p.size
+            dense = rng.integers(-8, 9, size=(n, n)) / 64.0 * (rng.random((n, n)) < 0.3)
+            m = sp.csr_matrix(dense)
+            net.projections.append(S.DenseProjection(p.name, p.name, p.shape, p.shape, delay=int(rng.integers(1, 3)),
+                                                     indptr=m.indptr.astype(np.int64),
+                                                     indices=m.indices.astype(np.int64), data=m.data))
+    return net
+
+
+@settings(max_examples=15)
+@given(st.sampled_from(["casc", "if", "qcfs", "deng-gu"]), graphs(levels=(2, 4), max_depth=3), st.integers(0, 2**31),
+       st.data())
+def test_delays_and_recurrence_equal_reference(preset, graph, seed, data):
+    rng = np.random.default_rng(seed)
+    x = data.draw(inputs(graph, max_samples=2))
+    net = _with_delays(convert(graph, preset), rng, recurrent=bool(rng.integers(2)))
+    kw = dict(sleep="auto", max_sleep=40) if preset == "casc" else dict(wake=8, sleep=data.draw(
+        st.sampled_from([0, 5, "auto"])), max_sleep=20)
+    kw["record"] = ("counts", "raster")
+    _check(net, x, kw, data)
+
+
+def _small_net(preset="casc"):
+    rng = np.random.default_rng(1)
+    g = A.AnnGraph([
+        A.Input("x", (), (2, 6, 6)),
+        A.Conv("c1", ("x",), rng.integers(-32, 33, (4, 2, 3, 3)) / 64, rng.integers(-8, 9, 4) / 64, (1, 1),
+               (1, 1, 1, 1), 1),
+        A.QuantAct("a1", ("c1",), 4, 1.0, 0.0),
+        A.MaxPool("m1", ("a1",), (2, 2), (2, 2)),
+        A.Flatten("f", ("m1",)),
+        A.Dense("d1", ("f",), rng.integers(-32, 33, (8, 36)) / 64, rng.integers(-8, 9, 8) / 64),
+        A.QuantAct("a2", ("d1",), 4, 1.0, 0.0),
+        A.Dense("out", ("a2",), rng.integers(-32, 33, (3, 8)) / 64, rng.integers(-8, 9, 3) / 64),
+    ], "out", "small")
+    x = rng.integers(-256, 257, (5, 2, 6, 6)) / 256
+    return convert(g, preset), x
+
+
+def test_delay_zero_cycle_is_rejected():
+    net, x = _small_net()
+    p = net.populations[-1]
+    m = sp.csr_matrix(np.eye(p.size) / 2)
+    net.projections.append(S.DenseProjection(p.name, p.name, p.shape, p.shape, delay=0, indptr=m.indptr,
+                                             indices=m.indices, data=m.data))
+    with pytest.raises(ConversionError, match="delay"):
+        engine.simulate(net, x, sleep="auto")
+
+
+def test_results_do_not_depend_on_thread_count_or_path():
+    net, x = _small_net()
+    x = np.concatenate([x] * 3)
+    runs = [engine.simulate(net, x, sleep="auto", threads=th, path=pa, record=("counts", "raster"))
+            for th in (1, 2, 4) for pa in ("event", "dense", "auto")]
+    for r in runs[1:]:
+        assert_same(runs[0], r)
+    assert_same(ref_simulate(net, x, sleep="auto", record=("counts", "raster")), runs[0])
+
+
+def test_fixed_sleep_after_quiet_is_padded_like_the_reference():
+    net, x = _small_net()
+    ref = ref_simulate(net, x, sleep=60)
+    got = engine.simulate(net, x, sleep=60)
+    assert_same(ref, got)
+    assert got.quiescent.all()
+
+
+def test_options_are_checked():
+    net, x = _small_net()
+    with pytest.raises(ConversionError):
+        engine.simulate(net, x, path="fast")
+    with pytest.raises(ConversionError):
+        engine.simulate(net, x, dtype=np.int32)
+    with pytest.raises(ConversionError):
+        engine.simulate(net, x, wake=3)  # casc needs wake = L
+    with pytest.raises(ValueError):
+        engine.simulate(net, x[:, :1])
+
+
+def test_engine_does_not_import_the_reference():
+    code = "import sys, evsnn.engine; print('evsnn.reference' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_second_process_loads_compiled_kernels_from_cache():
+    net, x = _small_net()
+    engine.simulate(net, x, sleep="auto")  # make sure the cache is written
+    engine.simulate(net, x, sleep="auto", dtype=np.float64)
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, %r)\n"
+        "from test_engine import _small_net\n"
+        "from evsnn import engine\n"
+        "from evsnn.engine import step\n"
+        "net, x = _small_net(); engine.simulate(net, x, sleep='auto')\n"
+        "print(sum(step.run_batch.stats.cache_misses.values()), sum(step.run_batch.stats.cache_hits.values()))\n"
+    ) % os.path.dirname(__file__)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    misses, hits = map(int, out.stdout.split()[-2:])
+    assert misses == 0 and hits >= 1, out.stdout

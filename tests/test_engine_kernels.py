@@ -1,0 +1,182 @@
+"""Each engine kernel equals its NumPy (or onnx.reference) expression."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from evsnn import models
+from evsnn.engine import kernels as KN
+from evsnn.engine import neurons as NR
+
+
+def _events(rng, n, frac, dtype, signed=True):
+    idx = np.flatnonzero(rng.random(n) < frac).astype(np.int64)
+    sig = (rng.choice([-1.0, 1.0], len(idx)) if signed else np.ones(len(idx))).astype(dtype)
+    s = np.zeros(n, dtype=np.float64)
+    s[idx] = sig
+    return idx, sig, s
+
+
+def _onnx_conv(x, w, stride, pads, groups):
+    node = helper.make_node("Conv", ["X", "W"], ["Y"], strides=list(stride), pads=list(pads), group=groups)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, None),
+                                            helper.make_tensor_value_info("W", TensorProto.DOUBLE, None)],
+                              [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, None)])
+    return ReferenceEvaluator(helper.make_model(graph)).run(None, {"X": x, "W": w})[0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(0.0, 1.0), st.integers(0, 2**31),
+       st.sampled_from([np.float32, np.float64]))
+def test_csr_scatter_equals_matvec(n_pre, n_post, frac, seed, dtype):
+    rng = np.random.default_rng(seed)
+    W = rng.integers(-64, 65, (n_pre, n_post)) / 64 * (rng.random((n_pre, n_post)) < 0.5)
+    m = sp.csr_matrix(W)
+    idx, sig, s = _events(rng, n_pre, frac, dtype)
+    acc = np.zeros(n_post, dtype)
+    mark = np.zeros(n_post, np.uint8)
+    lst = np.zeros(n_post, np.int64)
+    n = KN.csr_scatter(idx, sig, len(idx), m.indptr.astype(np.int64), m.indices.astype(np.uint32),
+                       m.data.astype(dtype), acc, True, mark, lst, 0, 1)
+    np.testing.assert_array_equal(acc, s @ W)
+    assert set(lst[:n]) == set(m[idx].indices)  # touched = union of the rows' targets
+    acc2 = np.zeros(n_post, dtype)
+    KN.csr_dense(idx, sig, len(idx), W.astype(dtype).reshape(-1), n_pre, n_post, np.zeros(n_pre + 1, dtype), acc2)
+    np.testing.assert_array_equal(acc2, s @ W)
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cig, cog = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(kh, 8)), draw(st.integers(kw, 8))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    return groups, cig, cog, kh, kw, h, w, stride, pads
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases(), st.floats(0.0, 1.0), st.integers(0, 2**31), st.sampled_from([np.float32, np.float64]))
+def test_conv_scatter_equals_onnx_conv(case, frac, seed, dtype):
+    groups, cig, cog, kh, kw, h, w, stride, pads = case
+    rng = np.random.default_rng(seed)
+    cin, cout = cig * groups, cog * groups
+    wt = rng.integers(-64, 65, (cout, cig, kh, kw)) / 64  # ONNX layout
+    idx_int, sig, s_int = _events(rng, h * w * cin, frac, dtype)  # internal (y, x, c) order
+    x = s_int.reshape(h, w, cin).transpose(2, 0, 1)[None]  # → NCHW
+    want = _onnx_conv(x, wt, stride, pads, groups)[0]  # (Cout, Ho, Wo)
+    ho, wo = want.shape[1:]
+    kern = np.ascontiguousarray(wt.transpose(2, 3, 1, 0)).astype(dtype)  # (kh, kw, cig, cout)
+    acc = np.zeros(ho * wo * cout, dtype)
+    mark = np.zeros(ho * wo, np.uint8)
+    lst = np.zeros(ho * wo, np.int64)
+    n = KN.conv_scatter(idx_int, sig, len(idx_int), kern.reshape(-1), kh, kw, cig, cout, groups, h, w, cin, ho, wo,
+                        stride[0], stride[1], pads[0], pads[1], acc, True, mark, lst, 0)
+    np.testing.assert_array_equal(acc.reshape(ho, wo, cout).transpose(2, 0, 1), want)
+    touched = np.zeros(ho * wo, bool)
+    touched[lst[:n]] = True
+    assert not want.reshape(cout, -1)[:, ~touched].any()
+    wd = kern.reshape(kh * kw * cig, groups, cog).transpose(1, 0, 2).copy().reshape(-1)
+    acc2 = np.zeros_like(acc)
+    KN.conv_dense(idx_int, sig, len(idx_int), wd, kh, kw, cig, cout, groups, h, w, cin, ho, wo, stride[0],
+                  stride[1], pads[0], pads[1], np.zeros(h * w * cin + 1, dtype), acc2)
+    np.testing.assert_array_equal(acc2, acc)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.sampled_from([(2, 2, 0), (3, 2, 1), (2, 1, 0)]),
+       st.integers(0, 2**31))
+def test_pool_and_max_scatter_equal_window_sums(c, h, w, geom, seed):
+    k, s, p = geom
+    rng = np.random.default_rng(seed)
+    from evsnn.ir import ops
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    idx, sig, s_int = _events(rng, h * w * c, 0.4, np.float64)
+    x = s_int.reshape(h, w, c).transpose(2, 0, 1)[None]
+    pw = rng.integers(1, 9, (ho, wo)) / 8
+    want = ops.windows(x, (k, k), (s, s), (p, p, p, p)).sum(axis=(-1, -2))[0] * pw
+    acc = np.zeros(ho * wo * c)
+    mark = np.zeros(ho * wo, np.uint8)
+    lst = np.zeros(ho * wo, np.int64)
+    KN.pool_scatter(idx, sig, len(idx), pw.reshape(-1), k, k, c, h, w, ho, wo, s, s, p, p, acc, True, mark, lst, 0)
+    np.testing.assert_array_equal(acc.reshape(ho, wo, c).transpose(2, 0, 1), want)
+    delta = np.zeros(h * w * c)
+    mark[:] = 0
+    n = KN.max_scatter(idx, sig, len(idx), k, k, c, h, w, ho, wo, s, s, p, p, delta, True, mark, lst, 0)
+    # every gate whose window holds an event is marked
+    cnt = ops.windows(np.abs(x), (k, k), (s, s), (p, p, p, p)).sum(axis=(-1, -2))[0].sum(axis=0)
+    assert set(lst[:n]) == set(np.flatnonzero(cnt.reshape(-1)))
+    assert np.abs(delta).sum() <= np.abs(sig).sum()
+
+
+def test_ident_scatter_maps_and_scales():
+    rng = np.random.default_rng(0)
+    idx, sig, s = _events(rng, 20, 0.5, np.float32)
+    mp = rng.permutation(20).astype(np.int64)
+    acc = np.zeros(20, np.float32)
+    KN.ident_scatter(idx, sig, len(idx), mp, False, np.float32(0.5), acc, False, np.zeros(20, np.uint8),
+                     np.zeros(20, np.int64), 0, 1)
+    want = np.zeros(20)
+    want[mp] = 0.5 * s
+    np.testing.assert_array_equal(acc, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from(["subtract", "zero"]), st.sampled_from([np.float32, np.float64]))
+def test_neuron_kernels_equal_models(seed, reset, dtype):
+    rng = np.random.default_rng(seed)
+    n = 17
+    theta = rng.integers(1, 5, n) / 2.0
+    v = rng.integers(-16, 17, n) / 8.0
+    cur = rng.integers(-24, 25, n) / 8.0
+    z = np.zeros(n, dtype)
+    ev_i, ev_s = np.zeros(n, np.int64), np.zeros(n, dtype)
+    # IF
+    vv, cc, val = v.astype(dtype), np.zeros(n, np.int64), np.zeros(n)
+    ne = NR.update_if(vv, cc, val, cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, False,
+                      np.ones(1, dtype), reset == "zero", ev_i, ev_s, 0)
+    wv, ws = models.if_step(v, cur, theta, reset)
+    np.testing.assert_array_equal(vv, wv)
+    assert list(ev_i[:ne]) == list(np.flatnonzero(ws))
+    # CIF
+    count = rng.integers(-1, 4, n)
+    cap = int(rng.integers(0, 5))
+    vv, cc = v.astype(dtype), count.copy()
+    ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, cap,
+                       ev_i, ev_s, 0)
+    wv, wc, ws = models.cif_step(v, count, cur, theta, cap)
+    np.testing.assert_array_equal(vv, wv)
+    np.testing.assert_array_equal(cc, wc)
+    assert list(ev_i[:ne]) == list(np.flatnonzero(ws))
+    np.testing.assert_array_equal(ev_s[:ne], ws[ws != 0])
+    # bit-serial emit (no input this step)
+    K = 3
+    k = int(rng.integers(0, K))
+    vv = v.astype(dtype)
+    ne = NR.update_bit(vv, np.zeros(n, np.int64), np.zeros(n), z.copy(), z, z, theta.astype(dtype), 0, n, False,
+                       k, K, ev_i, ev_s, 0)
+    wv, ws = models.bitserial_emit(v, theta, k, K)
+    np.testing.assert_array_equal(vv, wv)
+    assert list(ev_i[:ne]) == list(np.flatnonzero(ws))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gate_kernel_equals_maxpool_gate(dtype):
+    rng = np.random.default_rng(3)
+    from evsnn.ir import ops
+    c, h, w = 2, 4, 4
+    cvals = rng.integers(-2, 5, h * w * c).astype(dtype)
+    cnt = rng.integers(0, 4, 4 * c)
+    x = cvals.astype(np.float64).reshape(h, w, c).transpose(2, 0, 1)[None]
+    wmax = ops.maxpool2d(x, (2, 2), (2, 2))[0].transpose(1, 2, 0).reshape(-1)
+    want_c, want_s = models.maxpool_gate(wmax, cnt)
+    cc = cnt.copy()
+    ev_i, ev_s = np.zeros(8, np.int64), np.zeros(8, dtype)
+    ne, _ = NR.update_gate(cvals, cc, np.zeros(8), 0, 4, 2, 2, c, h, w, 2, 2, 2, 0, 0, ev_i, ev_s, 0)
+    np.testing.assert_array_equal(cc, want_c)
+    assert list(ev_i[:ne]) == list(np.flatnonzero(want_s))
