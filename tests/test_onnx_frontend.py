@@ -52,6 +52,7 @@ EXPECT = {
     "qcfs": (4, 0.5, 3, "Input Conv QuantAct Conv QuantAct AvgPool Conv QuantAct AvgPool Flatten Dense"),
     "relu": (None, None, 0, "Input Conv Relu AvgPool Conv Relu Flatten Dense Relu Dense"),
     "mlp": (8, 0.0, 2, "Input Dense QuantAct Dense QuantAct Dense"),
+    "vgg7": (7, 0.0, 2, "Input Conv QuantAct Conv QuantAct MaxPool Flatten Dense"),
 }
 
 _GRAPHS: dict[str, A.AnnGraph] = {}
