@@ -25,6 +25,9 @@ def atomic_h5(path: str | os.PathLike, fmt: str, version: int):
         raise FormatError(f"cannot write {path}: folder {folder} is not writable")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = fmt

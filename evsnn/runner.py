@@ -1,0 +1,311 @@
+"""Run logic shared by the CLI and the demo: inputs, on-the-fly conversion, batched runs into a results file.
+
+- :func:`load_data` resolves ``--data`` (an ``.npz`` or a dataset name of
+  :mod:`evsnn.datasets`), :func:`prepare_network` a network file or a model
+  file plus a preset (converted on the fly, optionally calibrated).
+- :func:`run_to_file` streams the samples through the simulator in batches of
+  ``batch_size`` and writes each batch to the results file as it completes
+  (:class:`evsnn.store.results.ResultsWriter`), so memory for records is
+  bounded by one batch whatever the number of samples. The input array itself
+  is held in memory (an ``.npz`` cannot be memory-mapped).
+- Seeds: batch b runs with ``SeedSequence([seed, b])`` (only rate-coded input
+  draws random numbers), so results depend on the batch size, which is part
+  of the recorded configuration.
+- Sleep default: ``"auto"`` (until quiet, capped) for casc, 0 for the other presets
+  (bitserial has no sleep phase; rate presets are read after T wake steps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, fields, is_dataclass
+
+import numpy as np
+
+import evsnn
+from evsnn import energy as E
+from evsnn.errors import ConversionError, EvsnnError, FormatError, ShapeError
+from evsnn.ir import snn as S
+from evsnn.ir.records import check_batch, make_plan
+from evsnn.store.results import Layer, Layout, ResultsWriter
+
+ENGINES = ("event", "reference")
+#: Config keys that may differ when a run is resumed (they do not change the results).
+RESUME_IGNORE = ("threads", "network_file", "source_file", "data", "calibrate", "evsnn_version")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def network_digest(net: S.Network) -> str:
+    """sha256 of everything in a network that affects a simulation (``meta`` excluded)."""
+    h = hashlib.sha256()
+
+    def feed(obj):
+        if isinstance(obj, np.ndarray):
+            a = np.ascontiguousarray(obj)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        elif is_dataclass(obj):
+            h.update(type(obj).__name__.encode())
+            for f in fields(obj):
+                if f.name != "meta":
+                    h.update(f.name.encode())
+                    feed(getattr(obj, f.name))
+        elif isinstance(obj, (list, tuple)):
+            h.update(b"[")
+            for i in obj:
+                feed(i)
+            h.update(b"]")
+        elif isinstance(obj, np.generic):
+            feed(obj.item())
+        else:
+            h.update(repr(obj).encode())
+
+    feed(net)
+    return h.hexdigest()
+
+
+def load_data(spec: str, limit: int | None = None):
+    """``(x, y, info)`` for ``--data``: ``y`` may be None; ``info`` has data, data_samples, data_sha256."""
+    from evsnn.datasets import load_dataset
+
+    x, y = load_dataset(spec)
+    if limit is not None:
+        if limit < 1:
+            raise EvsnnError(f"--limit must be ≥ 1, got {limit}")
+        x = x[:limit]
+        y = None if y is None else y[:limit]
+    if len(x) == 0:
+        raise FormatError(f"{spec}: the data has no samples")
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    h.update(f"{x.dtype.str}{x.shape}".encode())
+    if y is not None:
+        h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    return x, y, {"data": os.fspath(spec), "data_samples": int(len(x)), "data_sha256": h.hexdigest()}
+
+
+def convert_model(path: str, preset: str, levels: int | None = None, calibrate: str | None = None,
+                  percentile: float = 99.99, input_mode: str = "analog", calibrate_samples: int = 1000,
+                  stage=None):
+    """Model file → (network, graph). ``stage(name)`` is called before each step (for a progress bar).
+
+    The network's meta gets ``source_file`` ({path, sha256}), ``ann_ops``
+    (:func:`evsnn.energy.ann_ops` of the source graph) and the conversion options.
+    """
+    from evsnn.convert import calibrate as run_calibration
+    from evsnn.convert import convert, get_preset
+    from evsnn.frontends import load_model
+
+    stage = stage or (lambda name: None)
+    get_preset(preset)
+    stage("load model")
+    graph = load_model(path)
+    if calibrate:
+        stage("load calibration data")
+        xc, _, _ = load_data(calibrate, calibrate_samples)
+        stage("calibrate")
+        graph = run_calibration(graph, xc, percentile)
+    stage("convert")
+    net = convert(graph, preset, levels, input_mode)
+    net.meta["source_file"] = {"path": os.path.abspath(path), "sha256": sha256_file(path)}
+    net.meta["ann_ops"] = E.ann_ops(graph)
+    net.meta["conversion"] = {"preset": preset, "levels": levels, "calibrate": calibrate or None,
+                              "percentile": percentile if calibrate else None, "input_mode": input_mode}
+    return net, graph
+
+
+def prepare_network(path: str, preset: str | None = None, levels: int | None = None, calibrate: str | None = None,
+                    percentile: float = 99.99, input_mode: str = "analog", stage=None):
+    """A network file, or a model file converted with ``preset``; returns (network, info for /config)."""
+    from evsnn.store import file_format, load_network
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FormatError(f"file not found: {path}")
+    if os.path.isdir(path):
+        raise FormatError(f"{path} is a folder, not a network or model file")
+    fmt = file_format(path)
+    info = {"network_file": "", "network_sha256": "", "converted": False}
+    if fmt == "evsnn-network":
+        if levels is not None or calibrate:
+            raise ConversionError(f"{path} is already converted: --levels and --calibrate apply to model files only")
+        net = load_network(path)
+        if preset is not None and preset != net.preset:
+            raise ConversionError(f"{path} was converted with preset {net.preset!r}, not {preset!r}; "
+                                  "convert the model again to change the preset")
+        info.update(network_file=os.path.abspath(path), network_sha256=sha256_file(path))
+    elif fmt is not None and fmt.startswith("evsnn-"):
+        raise FormatError(f"{path} is an {fmt} file, not a network or model file")
+    else:
+        if preset is None:
+            raise ConversionError(f"{path} is a model file: give --preset to convert it on the fly "
+                                  "(or convert it first with `evsnn convert`)")
+        net, _ = convert_model(path, preset, levels, calibrate, percentile, input_mode, stage=stage)
+        info.update(converted=True, convert_levels=levels, calibrate=calibrate or "",
+                    percentile=percentile if calibrate else "")
+    src = net.meta.get("source_file") or {}
+    info.update(source_file=src.get("path", ""), source_sha256=src.get("sha256", ""))
+    return net, info
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+@dataclass
+class RunOptions:
+    """Options of a run; ``record`` lists what the file keeps (counts, raster)."""
+
+    wake: int | None = None
+    sleep: int | str | None = None  # None: "auto" for casc, 0 otherwise
+    max_sleep: int | None = None
+    record: tuple = ()
+    seed: int = 0
+    batch_size: int = 64
+    engine: str = "event"
+    threads: int | None = None
+    allow_inexact: bool = False
+    profiles: tuple = ()  # Profile objects; empty: the built-in ones
+    dtype: str = "float32"  # event engine arithmetic (the reference is always float64)
+
+
+def default_sleep(net: S.Network, sleep):
+    if sleep is not None:
+        return sleep
+    return "auto" if net.preset == "casc" else 0
+
+
+def get_simulator(engine: str):
+    """(simulate function, engine name) for "event", "reference" or "auto" (event if importable)."""
+    if engine == "reference":
+        from evsnn.reference import simulate
+        return simulate, "reference"
+    if engine in ("event", "auto"):
+        try:
+            from evsnn.engine import simulate
+        except ImportError as e:
+            if engine == "auto":
+                from evsnn.reference import simulate
+                return simulate, "reference"
+            raise EvsnnError(f"the event engine is not available ({e}); use --engine reference") from None
+        return simulate, "event"
+    raise EvsnnError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+
+
+def batch_seed(seed: int, b: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(b)]).generate_state(1)[0])
+
+
+def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
+    kw = dict(wake=opts.wake, sleep=sleep, max_sleep=opts.max_sleep, record=tuple(opts.record),
+              seed=batch_seed(opts.seed, b), allow_inexact=opts.allow_inexact)
+    if engine == "event":
+        kw.update(threads=opts.threads, dtype=np.dtype(opts.dtype))
+    return sim(net, x, **kw)
+
+
+def run_layout(net: S.Network, n: int, opts: RunOptions, labels: bool) -> Layout:
+    layers = [Layer(p.name, p.size, tuple(p.shape), p.model) for p in net.populations]
+    if net.input_mode == "rate":
+        layers.append(Layer(S.INPUT, net.input_size, tuple(net.input_shape), "input", has_state=False))
+    return Layout(n, opts.batch_size, tuple(net.readout.shape), layers, counts="counts" in opts.record,
+                  raster="raster" in opts.record, labels=labels)
+
+
+def ann_ops_of(net: S.Network) -> tuple[dict, str]:
+    """The ANN's per-node op counts stored at conversion, else the network-based fallback."""
+    ops = net.meta.get("ann_ops")
+    if ops:
+        return {k: {kk: int(vv) for kk, vv in v.items()} for k, v in ops.items()}, "graph"
+    return E.network_ann_ops(net), "network"
+
+
+def energy_summary(net: S.Network, totals: dict, n: int, wake: int, profiles) -> dict:
+    """The ``/energy`` content of a results file from the run's totals (see :mod:`evsnn.energy`)."""
+    ann, source = ann_ops_of(net)
+    sops = {name: float(t["sops"].sum()) / n for name, t in totals["layers"].items()}
+    spikes = {name: float(t["spikes_pos"].sum() + t["spikes_neg"].sum()) / n for name, t in totals["layers"].items()}
+    in_macs = float(totals["input_macs"].sum()) / n
+    upd = E.snn_updates(net, wake)
+    attrs = {"units": "pJ per sample", "samples": n, "spikes_per_sample": sum(spikes.values()),
+             "sops_per_sample": sum(sops.values()), "input_macs_per_sample": in_macs,
+             "snn_updates_per_sample": upd, "ann_macs_per_sample": sum(o["macs"] for o in ann.values()),
+             "ann_adds_per_sample": sum(o["adds"] for o in ann.values()),
+             "ann_outputs_per_sample": sum(o["outputs"] for o in ann.values()), "ann_ops_source": source}
+    profs = {}
+    for p in profiles or [E.PROFILES[k] for k in E.DEFAULT_PROFILES]:
+        est = E.estimate(p, sops, in_macs, upd, ann)
+        d = {k: v for k, v in p.as_dict().items() if k != "name"}
+        d.update(snn_pj=est["snn_pj"], ann_pj=est["ann_pj"], ratio=est["ratio"])
+        profs[p.name] = d
+    return {"attrs": attrs, "profiles": profs, "ann": ann}
+
+
+def run_config(net: S.Network, plan, sleep, opts: RunOptions, engine: str, info: dict) -> dict:
+    cfg = {"evsnn_version": evsnn.__version__, "preset": net.preset, "input_mode": net.input_mode,
+           "levels": net.levels, "bits": net.bits, "wake": plan.wake, "sleep": "auto" if plan.auto else plan.sleep,
+           "max_sleep": plan.sleep if plan.auto else "", "seed": int(opts.seed), "record": ",".join(opts.record),
+           "batch_size": int(opts.batch_size), "engine": engine, "threads": opts.threads,
+           "dtype": opts.dtype if engine == "event" else "float64",
+           "allow_inexact": bool(opts.allow_inexact), "network_digest": network_digest(net),
+           "profiles": json.dumps([p.as_dict() for p in opts.profiles]) if opts.profiles else "built-in"}
+    cfg.update(info)
+    return cfg
+
+
+def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | None = None, resume: bool = False,
+                progress=None, on_batch=None, on_start=None) -> str:
+    """Simulate ``x`` (N, *input_shape) in batches and write the results file ``out``; returns its path.
+
+    ``info``: extra ``/config`` entries (files, sha256, data). ``progress(k)``
+    is called with the number of samples each finished batch adds (and once
+    with the samples already done when resuming); ``on_batch(start, result, y)``
+    after each batch; ``on_start(writer, engine)`` before the first.
+    """
+    if opts.batch_size < 1:
+        raise EvsnnError(f"--batch-size must be ≥ 1, got {opts.batch_size}")
+    if opts.threads is not None and opts.threads < 1:
+        raise EvsnnError(f"--threads must be ≥ 1, got {opts.threads}")
+    if opts.dtype not in ("float32", "float64"):
+        raise EvsnnError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
+    for r in opts.record:
+        if r not in ("counts", "raster"):
+            raise EvsnnError(f"unknown record kind {r!r}; known: counts, raster")
+    sim, engine = get_simulator(opts.engine)
+    sleep = default_sleep(net, opts.sleep)
+    plan = make_plan(net, opts.wake, sleep, opts.max_sleep, opts.record, opts.seed, opts.allow_inexact)
+    n = len(x)
+    if n == 0:
+        raise ShapeError("the data has no samples")
+    check_batch(net, np.asarray(x[:1]))
+    if y is not None and len(y) != n:
+        raise ShapeError(f"{len(y)} labels for {n} samples")
+    layout = run_layout(net, n, opts, y is not None)
+    cfg = run_config(net, plan, sleep, opts, engine, info or {})
+    writer = ResultsWriter(out, layout, cfg, resume=resume, ignore=RESUME_IGNORE)
+    try:
+        if on_start:
+            on_start(writer, engine)
+        if progress and writer.samples_done:
+            progress(writer.samples_done)
+        for b in range(writer.start_batch, layout.n_batches):
+            s, e = b * opts.batch_size, min(n, (b + 1) * opts.batch_size)
+            yb = None if y is None else np.asarray(y[s:e])
+            res = simulate_batch(sim, engine, net, np.asarray(x[s:e]), opts, sleep, b)
+            writer.write_batch(b, res, yb)
+            if on_batch:
+                on_batch(s, res, yb)
+            if progress:
+                progress(e - s)
+        totals = writer.totals()
+        return writer.finish(None if totals is None else energy_summary(net, totals, n, plan.wake, opts.profiles))
+    finally:
+        writer.close()

@@ -1,0 +1,467 @@
+"""Results files (``format = "evsnn-results"``, ``format_version`` 1), written batch by batch.
+
+Layout (N samples, S steps, C = readout size, every name fixed so other tools can rely on it):
+
+- ``/readout`` float64 (N, S, C): the readout accumulator after each step.
+- ``/predictions`` int64 (N,): argmax of the readout after the last step (ties: lowest class).
+- ``/labels`` int64 (N,): when the data has labels; then ``/accuracy`` float64 (S,) is the
+  fraction of samples whose argmax after step t equals the label.
+- ``/sleep_steps`` int64 (N,), ``/quiescent`` uint8 (N,): sleep steps each sample ran, and
+  whether it was quiet at its end.
+- ``/input_macs`` int64 (S,): analog input MACs per step, summed over samples.
+- ``/layers/<name>/spikes``, ``spikes_pos``, ``spikes_neg``, ``sops`` int64 (S,): spikes
+  (positive + negative events), their two parts and the synaptic operations they caused,
+  per step, summed over samples. The rate-coded input, if any, is the layer ``input``.
+- ``/layers/<name>/count`` int64 (N, size) and ``value`` float64 (N, size): net spike
+  count and transmitted value in level units at the end (only with record ``counts``).
+- ``/layers/<name>/events/{sample, step, neuron, polarity}``: the spike raster as AER
+  arrays (only with record ``raster``), sorted by sample, step, neuron.
+- ``/config`` attributes: preset, wake, sleep, seed, source and network files and their
+  sha256, data, options (``""`` stands for "not set").
+- ``/energy`` attributes: per-sample counts; ``/energy/<profile>`` (groups in creation
+  order, the layers too) attributes: the
+  profile's pJ constants, ``snn_pj``, ``ann_pj`` and ``ratio`` (E_SNN/E_ANN);
+  ``/energy/ann_nodes``, ``ann_macs``, ``ann_adds``, ``ann_outputs``: the ANN's counts.
+
+Layer names: ``<name>`` is the source node name with ``%`` written ``%25`` and ``/``
+written ``%2F`` (percent-encoding, so ONNX names like ``/act1/Floor`` are one group);
+the original name is the group's ``name`` attribute. Neurons are in flattened NCHW order.
+
+Step axis: with ``sleep="auto"`` batches can end at different steps. The file has
+S = the largest step count of any batch; for a batch that ended earlier the readout
+is padded by repeating its last value (a quiet network no longer changes) and the
+per-step spikes/SOPs/MACs are zero beyond its end.
+
+Writing: everything goes into ``.<file>.partial`` beside the output, renamed to the
+final name only when complete, so an interrupted run never leaves a truncated file
+under the final name. Each completed batch is committed (``batches_done`` root
+attribute, after its data and a flush); ``resume=True`` reopens the partial file,
+checks the configuration is the same, and continues after the last committed
+batch. Per-batch step sums live in ``/_batches`` until the end, so a resumed file
+has the same content as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import h5py
+import numpy as np
+
+from evsnn.errors import FormatError
+from evsnn.store.files import open_h5
+
+FORMAT = "evsnn-results"
+PARTIAL_FORMAT = "evsnn-results-partial"
+VERSION = 1
+_CHUNK_BYTES = 1 << 20
+
+
+def escape_name(name: str) -> str:
+    """Group name of a layer: ``%`` → ``%25``, ``/`` → ``%2F`` (and ``.``/``..``/empty encoded whole)."""
+    s = name.replace("%", "%25").replace("/", "%2F")
+    if s in ("", ".", ".."):
+        s = "".join(f"%{ord(c):02X}" for c in s) or "%00"
+    return s
+
+
+def unescape_name(s: str) -> str:
+    """Inverse of :func:`escape_name`."""
+    return "" if s == "%00" else unquote(s)
+
+
+def partial_path(path: str | os.PathLike) -> str:
+    """Where the unfinished file of ``path`` lives: ``.<basename>.partial`` in the same folder."""
+    path = os.path.abspath(os.fspath(path))
+    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".partial")
+
+
+def check_writable(path: str | os.PathLike) -> str:
+    """Absolute output path; FormatError (one line) if its folder is missing or not writable."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise FormatError(f"cannot write {path}: it is a folder")
+    if not os.path.isdir(folder):
+        raise FormatError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise FormatError(f"cannot write {path}: folder {folder} is not writable")
+    return path
+
+
+def _plain(v):
+    """Attribute value → plain Python (bytes → str, NumPy scalars → int/float/bool)."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray):
+        return [_plain(i) for i in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def attrs_dict(obj) -> dict:
+    """All attributes of an h5py object as plain Python values."""
+    return {k: _plain(v) for k, v in obj.attrs.items()}
+
+
+@dataclass
+class Layer:
+    """A spiking layer of the run: population name, size, shape and neuron model."""
+
+    name: str
+    size: int
+    shape: tuple = ()
+    model: str = ""
+    has_state: bool = True  # False for the rate-coded input (no count/value)
+
+
+@dataclass
+class Layout:
+    """Shape of a run: N samples in batches of ``batch_size``, the readout size, the layers."""
+
+    n_samples: int
+    batch_size: int
+    readout_shape: tuple
+    layers: list[Layer]
+    counts: bool = False
+    raster: bool = False
+    labels: bool = False
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.n_samples // self.batch_size)
+
+    @property
+    def classes(self) -> int:
+        return int(np.prod(self.readout_shape))
+
+
+def _replace(group, name: str, data) -> None:
+    """(Re)create dataset ``name``: finishing is idempotent, so a run stopped while finishing can resume."""
+    if name in group:
+        del group[name]
+    group.create_dataset(name, data=data)
+
+
+def _set_attrs(obj, d: dict) -> None:
+    for k, v in d.items():
+        obj.attrs[k] = "" if v is None else v
+
+
+class ResultsWriter:
+    """Writes one results file batch by batch into its partial file (see the module docstring).
+
+    ``config``: flat dict of scalars for ``/config``; on resume every key except
+    those in ``ignore`` must equal the stored one. After construction,
+    :attr:`start_batch` is the first batch still to run.
+    """
+
+    def __init__(self, path, layout: Layout, config: dict, resume: bool = False, ignore=()):
+        self.path = check_writable(path)
+        self.partial = partial_path(self.path)
+        self.layout = layout
+        self.config = {k: ("" if v is None else v) for k, v in config.items()}
+        self.resumed = self.done = False
+        if resume and os.path.exists(self.partial):
+            self._reopen(ignore)
+        else:
+            self._create()
+        nl = len(layout.layers)
+        if self.done:
+            self._ev_off = np.zeros(nl, dtype=np.int64)
+            return
+        ev = self.f["_batches/events"][: self.start_batch] if layout.raster else np.zeros((0, nl), np.int64)
+        self._ev_off = ev.sum(axis=0).astype(np.int64) if len(ev) else np.zeros(nl, dtype=np.int64)
+
+    # -- opening
+    def _create(self) -> None:
+        lo = self.layout
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.partial)
+        f = self.f = h5py.File(self.partial, "w")
+        f.attrs["format"] = PARTIAL_FORMAT
+        f.attrs["format_version"] = VERSION
+        f.attrs["batches_done"] = 0
+        f.attrs["samples_done"] = 0
+        _set_attrs(f.create_group("config"), self.config)
+        n, c = lo.n_samples, lo.classes
+        sc = 64
+        rows = int(max(1, min(n, _CHUNK_BYTES // (sc * c * 8))))
+        f.create_dataset("readout", shape=(n, 0, c), maxshape=(n, None, c), dtype="f8", chunks=(rows, sc, c),
+                         compression="gzip", compression_opts=1)
+        f["readout"].attrs["readout_shape"] = np.asarray(lo.readout_shape, dtype=np.int64)
+        f.create_dataset("predictions", shape=(n,), dtype="i8")
+        if lo.labels:
+            f.create_dataset("labels", shape=(n,), dtype="i8")
+        f.create_dataset("sleep_steps", shape=(n,), dtype="i8")
+        f.create_dataset("quiescent", shape=(n,), dtype="u1")
+        layers = f.create_group("layers", track_order=True)
+        for ly in lo.layers:
+            g = layers.create_group(escape_name(ly.name))
+            g.attrs["name"] = ly.name
+            g.attrs["size"] = ly.size
+            g.attrs["shape"] = np.asarray(ly.shape, dtype=np.int64)
+            g.attrs["model"] = ly.model
+            rows = int(max(1, min(n, _CHUNK_BYTES // (8 * max(ly.size, 1)))))
+            if lo.counts and ly.has_state:
+                g.create_dataset("count", shape=(n, ly.size), dtype="i8", chunks=(rows, ly.size),
+                                 compression="gzip", compression_opts=1)
+                g.create_dataset("value", shape=(n, ly.size), dtype="f8", chunks=(rows, ly.size),
+                                 compression="gzip", compression_opts=1)
+            if lo.raster:
+                ev = g.create_group("events")
+                for k, dt in (("sample", "i8"), ("step", "i4"), ("neuron", "i8"), ("polarity", "i1")):
+                    ev.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(65536,),
+                                      compression="gzip", compression_opts=1)
+        b = f.create_group("_batches")
+        nb, nl = lo.n_batches, len(lo.layers)
+        b.create_dataset("steps", shape=(nb,), dtype="i8")
+        for k in ("spikes_pos", "spikes_neg", "sops"):
+            b.create_dataset(k, shape=(nb, nl, 0), maxshape=(nb, nl, None), dtype="i8", chunks=(1, max(nl, 1), 256))
+        b.create_dataset("input_macs", shape=(nb, 0), maxshape=(nb, None), dtype="i8", chunks=(1, 256))
+        if lo.raster:
+            b.create_dataset("events", shape=(nb, nl), dtype="i8")
+        f.flush()
+        self.start_batch = 0
+
+    def _reopen(self, ignore) -> None:
+        try:
+            f = h5py.File(self.partial, "r+")
+        except OSError:
+            raise FormatError(f"{self.partial}: the unfinished run's file is damaged; run again without --resume")
+        self.f = f
+        fmt = _plain(f.attrs.get("format"))
+        complete = fmt == FORMAT and int(f.attrs.get("format_version", -1)) == VERSION
+        if not complete and (fmt != PARTIAL_FORMAT or int(f.attrs.get("format_version", -1)) != VERSION
+                             or "_batches" not in f):
+            f.close()
+            raise FormatError(f"{self.partial} is not an unfinished evsnn run this version can resume; "
+                              "run again without --resume")
+        old = attrs_dict(f["config"])
+        for k in sorted(set(old) | set(self.config)):
+            if k in ignore:
+                continue
+            a, b = old.get(k, "<unset>"), _plain(self.config.get(k, "<unset>"))
+            if a != b:
+                f.close()
+                raise FormatError(f"cannot resume: the unfinished run used {k} = {a!r}, this one {b!r}; "
+                                  "run again without --resume to start over")
+        if complete:  # stopped between finishing and renaming: only the rename is left
+            f.close()
+            self.done, self.start_batch, self.resumed = True, self.layout.n_batches, True
+            return
+        _set_attrs(f["config"], {k: v for k, v in self.config.items() if k in ignore})
+        self.start_batch = int(f.attrs["batches_done"])
+        self.resumed = True
+
+    # -- writing
+    @property
+    def samples_done(self) -> int:
+        return min(self.start_batch * self.layout.batch_size, self.layout.n_samples)
+
+    def write_batch(self, b: int, res, y=None) -> None:
+        """Write batch ``b`` (samples b·batch_size …) from a SimResult and commit it."""
+        lo, f = self.layout, self.f
+        start = b * lo.batch_size
+        n, steps = res.readout.shape[0], res.readout.shape[1]
+        rows = slice(start, start + n)
+        ds = f["readout"]
+        if steps > ds.shape[1]:
+            ds.resize(steps, axis=1)
+        ds[rows, :steps] = res.readout.reshape(n, steps, -1)
+        f["predictions"][rows] = res.readout[:, -1].reshape(n, -1).argmax(axis=1)
+        if lo.labels:
+            f["labels"][rows] = np.asarray(y, dtype=np.int64)
+        f["sleep_steps"][rows] = np.asarray(res.sleep_steps, dtype=np.int64)
+        f["quiescent"][rows] = np.asarray(res.quiescent, dtype=np.uint8)
+        bt = f["_batches"]
+        width = max(steps, bt["sops"].shape[2])
+        for k in ("spikes_pos", "spikes_neg", "sops"):
+            if bt[k].shape[2] < width:
+                bt[k].resize(width, axis=2)
+        if bt["input_macs"].shape[1] < width:
+            bt["input_macs"].resize(width, axis=1)
+        zeros = np.zeros(steps, dtype=np.int64)
+        for k, rec in (("spikes_pos", res.spikes_pos), ("spikes_neg", res.spikes_neg), ("sops", res.sops)):
+            row = np.zeros((len(lo.layers), width), dtype=np.int64)
+            for i, ly in enumerate(lo.layers):
+                row[i, :steps] = np.asarray(rec.get(ly.name, zeros)).sum(axis=0)
+            bt[k][b] = row
+        row = np.zeros(width, dtype=np.int64)
+        if res.input_macs is not None:
+            row[:steps] = np.asarray(res.input_macs).sum(axis=0)
+        bt["input_macs"][b] = row
+        bt["steps"][b] = steps
+        for i, ly in enumerate(lo.layers):
+            g = f["layers"][escape_name(ly.name)]
+            if lo.counts and ly.has_state:
+                g["count"][rows] = res.counts[ly.name]
+                g["value"][rows] = res.values[ly.name]
+            if lo.raster:
+                self._write_events(g["events"], i, b, start, res.raster.get(ly.name))
+        f.attrs["batches_done"] = b + 1
+        f.attrs["samples_done"] = start + n
+        f.flush()
+        self.start_batch = b + 1
+
+    def _write_events(self, ev, i: int, b: int, start: int, raster) -> None:
+        if raster is None:
+            cnt = 0
+        else:
+            smp, stp, nrn = np.nonzero(raster)
+            cnt = len(smp)
+            off = int(self._ev_off[i])
+            cols = (("sample", smp + start), ("step", stp), ("neuron", nrn), ("polarity", raster[smp, stp, nrn]))
+            for k, arr in cols:
+                ev[k].resize(off + cnt, axis=0)
+                ev[k][off:off + cnt] = arr
+        self.f["_batches/events"][b, i] = cnt
+        self._ev_off[i] += cnt
+
+    # -- finishing
+    def _batch_sums(self, k: str, steps: int) -> np.ndarray:
+        ds = self.f["_batches"][k]
+        nb = self.layout.n_batches
+        out = np.zeros(ds.shape[1:-1] + (steps,), dtype=np.int64)
+        for s in range(0, nb, 1024):
+            out += ds[s:min(nb, s + 1024), ..., :steps].sum(axis=0)
+        return out
+
+    def totals(self) -> dict | None:
+        """Sums over all samples once every batch is written: per layer spikes_pos/neg, sops (S,); input_macs (S,).
+
+        None when the file is already complete (a resumed run that only had its rename left).
+        """
+        if self.done:
+            return None
+        nb = self.layout.n_batches
+        steps = int(self.f["_batches/steps"][:nb].max()) if nb else 0
+        out = {"steps": steps, "input_macs": self._batch_sums("input_macs", steps), "layers": {}}
+        sums = {k: self._batch_sums(k, steps) for k in ("spikes_pos", "spikes_neg", "sops")}
+        for i, ly in enumerate(self.layout.layers):
+            out["layers"][ly.name] = {k: sums[k][i] for k in sums}
+        return out
+
+    def finish(self, energy: dict | None = None) -> str:
+        """Pad, sum, write accuracy and energy, drop the scratch data and rename to the final path.
+
+        ``energy``: {"attrs": {...}, "profiles": {name: {...}}, "ann": {node: {macs, adds, outputs}}}.
+        """
+        if self.done:
+            os.replace(self.partial, self.path)
+            return self.path
+        lo, f = self.layout, self.f
+        nb = lo.n_batches
+        if int(f.attrs["batches_done"]) != nb:
+            raise RuntimeError("finish() called before every batch was written")
+        tot = self.totals()
+        steps = tot["steps"]
+        bsteps = f["_batches/steps"][:nb]
+        ro = f["readout"]
+        ro.resize(steps, axis=1)
+        for b in np.flatnonzero(bsteps < steps):
+            rows = slice(b * lo.batch_size, min((b + 1) * lo.batch_size, lo.n_samples))
+            last = ro[rows, bsteps[b] - 1]
+            ro[rows, bsteps[b]:steps] = np.repeat(last[:, None, :], steps - bsteps[b], axis=1)
+        _replace(f, "input_macs", tot["input_macs"])
+        for i, ly in enumerate(lo.layers):
+            g = f["layers"][escape_name(ly.name)]
+            t = tot["layers"][ly.name]
+            _replace(g, "spikes", t["spikes_pos"] + t["spikes_neg"])
+            for k in ("spikes_pos", "spikes_neg", "sops"):
+                _replace(g, k, t[k])
+            if lo.raster:
+                for k in g["events"]:
+                    g["events"][k].resize(int(self._ev_off[i]), axis=0)
+        if lo.labels:
+            _replace(f, "accuracy", accuracy_curve(f))
+        if energy is not None:
+            if "energy" in f:
+                del f["energy"]
+            eg = f.create_group("energy", track_order=True)
+            _set_attrs(eg, energy.get("attrs", {}))
+            for name, d in energy.get("profiles", {}).items():
+                _set_attrs(eg.create_group(escape_name(name)), {"name": name, **d})
+            ann = energy.get("ann", {})
+            eg.create_dataset("ann_nodes", data=np.array(list(ann), dtype=h5py.string_dtype()), shape=(len(ann),))
+            for k in ("macs", "adds", "outputs"):
+                eg.create_dataset(f"ann_{k}", data=np.array([o.get(k, 0) for o in ann.values()], dtype=np.int64))
+        f.flush()
+        del f["_batches"]
+        f.attrs["samples"] = lo.n_samples
+        f.attrs["steps"] = steps
+        for k in ("batches_done", "samples_done"):
+            del f.attrs[k]
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = VERSION
+        f.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close the partial file (kept for ``resume``)."""
+        with contextlib.suppress(Exception):
+            self.f.close()
+
+
+def accuracy_curve(f: h5py.File, chunk_rows: int | None = None) -> np.ndarray:
+    """(S,) fraction of samples whose readout argmax after each step equals the label (streamed)."""
+    ro, y = f["readout"], f["labels"]
+    n, steps, c = ro.shape
+    correct = np.zeros(steps, dtype=np.int64)
+    rows = chunk_rows or max(1, (16 << 20) // max(1, steps * c * 8))
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        pred = ro[s:e].argmax(axis=2)
+        correct += (pred == y[s:e][:, None]).sum(axis=0)
+    return correct / max(n, 1)
+
+
+def open_results(path: str | os.PathLike) -> h5py.File:
+    """Open a results file for reading; FormatError if it is not one this version reads."""
+    return open_h5(path, FORMAT, (VERSION,))
+
+
+def layer_groups(f: h5py.File):
+    """(original name, group) of every layer in the file, in file order."""
+    for key in f["layers"]:
+        g = f["layers"][key]
+        yield _plain(g.attrs.get("name", unescape_name(key))), g
+
+
+def read_summary(path: str | os.PathLike) -> dict:
+    """Small parts of a results file as plain Python/NumPy: config, per-step sums, accuracy, energy.
+
+    The large arrays (readout, counts, events) are not read, except that the
+    accuracy is computed by streaming the readout when the file has labels but
+    no ``/accuracy``.
+    """
+    with open_results(path) as f:
+        out = {"file": os.fspath(path), "format_version": int(f.attrs["format_version"]),
+               "config": attrs_dict(f["config"]) if "config" in f else {},
+               "samples": int(f["readout"].shape[0]), "steps": int(f["readout"].shape[1]),
+               "classes": int(f["readout"].shape[2]), "input_macs": f["input_macs"][()] if "input_macs" in f else None,
+               "layers": {}, "energy": {}, "accuracy": None, "has_labels": "labels" in f}
+        if "labels" in f:
+            out["accuracy"] = f["accuracy"][()] if "accuracy" in f else accuracy_curve(f)
+        for name, g in layer_groups(f):
+            d = {k: g[k][()] for k in ("spikes", "spikes_pos", "spikes_neg", "sops") if k in g}
+            d.update({"size": int(g.attrs.get("size", 0)), "model": _plain(g.attrs.get("model", "")),
+                      "shape": tuple(_plain(g.attrs.get("shape", [])))})
+            out["layers"][name] = d
+        if "energy" in f:
+            eg = f["energy"]
+            out["energy_counts"] = attrs_dict(eg)
+            out["ann"] = {(k.decode() if isinstance(k, bytes) else k):
+                          {"macs": int(m), "adds": int(a), "outputs": int(o)}
+                          for k, m, a, o in zip(eg["ann_nodes"][()], eg["ann_macs"][()], eg["ann_adds"][()],
+                                                eg["ann_outputs"][()])}
+            for key in eg:
+                if isinstance(eg[key], h5py.Group):
+                    d = attrs_dict(eg[key])
+                    out["energy"][d.pop("name", unescape_name(key))] = d
+    return out
