@@ -6,7 +6,10 @@ active. Presets if (T = 32), casc (the published schedule T_w = L = 8 then 56 fi
 sleep steps) and bitserial (L = 7). Then how the time grows with activity (bias
 shift sweep) and with sleep length. Counts of both simulators are checked equal.
 
-    python bench/bench_engine.py [--quick] [--threads 1]
+    python bench/bench_engine.py [--quick] [--threads 1] [--reps 5]
+
+Times are medians of ``--reps`` runs (default 5) on both sides; the dense baseline is warmed up
+once first, as the engine is (compile / cache load).
 
 Last line: ``SUMMARY key=value ...``.
 """
@@ -91,21 +94,25 @@ def calibrate(graph, x, levels):
     return A.AnnGraph(nodes, graph.output, graph.name)
 
 
-def _time(fn, reps=1):
-    best = np.inf
-    for _ in range(reps):
+REPS = 5  # the machine is shared and noisy: every timing is the median of REPS runs (--reps N)
+
+
+def _time(fn, reps=None):
+    ts = []
+    for _ in range(reps or REPS):
         t0 = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), out
 
 
-def compare(net, x, wake, sleep, threads, label, reps=1):
+def compare(net, x, wake, sleep, threads, label, reps=None):
     kw = dict(wake=wake, sleep=sleep, threads=threads, allow_inexact=True)
     engine.simulate(net, x[:1], **kw)  # compile / load
     te, res = _time(lambda: engine.simulate(net, x, **kw), reps)
     steps = wake + (sleep if isinstance(sleep, int) else 0)
     ds = DenseSim(net, threads)
+    ds.run(x[:1], 1, wake)  # warm-up (oneDNN primitive creation), like the engine's compile / load
     td, (out, counts) = _time(lambda: ds.run(x, steps, wake), reps)
     for k, v in counts.items():
         if not np.array_equal(v, res.counts[k]):
@@ -120,7 +127,9 @@ def compare(net, x, wake, sleep, threads, label, reps=1):
 
 
 def main():
+    global REPS
     quick = "--quick" in sys.argv
+    REPS = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else (3 if quick else 5)
     threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1
     rng = np.random.default_rng(0)
     n = 2 if quick else 4
@@ -156,12 +165,12 @@ def main():
     net = convert(calibrate(vgg(np.random.default_rng(1)), x, 8), "casc")
     base = None
     for sl in (0, 8, 56, 200):
-        te, res = _time(lambda: engine.simulate(net, x, wake=8, sleep=sl, threads=threads), 2)
+        te, res = _time(lambda: engine.simulate(net, x, wake=8, sleep=sl, threads=threads))
         base = te if sl == 56 else base
         print(f"sleep={sl:4d} engine={te * 1e3:8.1f}ms sleep_steps_active={int(res.sleep_steps.max())} "
               f"quiet={bool(res.quiescent.all())}")
     layers = len(net.populations)
-    te_long, _ = _time(lambda: engine.simulate(net, x, wake=8, sleep=200, threads=threads), 2)
+    te_long, _ = _time(lambda: engine.simulate(net, x, wake=8, sleep=200, threads=threads))
     summary["silent_step_us_per_layer_sample"] = max(0.0, (te_long - base) / (144 * layers * n) * 1e6)
     print("SUMMARY " + " ".join(f"{k}={v:.3g}" for k, v in summary.items()))
 

@@ -45,9 +45,11 @@ def conv_case(c, h, cout, act, rng, dtype=np.float32, k=3):
     mark = np.zeros(h * h, np.uint8)
     lst = np.zeros(h * h, np.int64)
     sigbuf = np.zeros(n + 1, dtype)
+    scratch = np.empty(h * h * (k * k * c + cout), dtype)
     ev = lambda: KN.conv_scatter(idx, sig, len(idx), w, k, k, c, cout, 1, h, h, c, h, h, 1, 1, 1, 1, acc, False,
                                  mark, lst, 0)
-    de = lambda: KN.conv_dense(idx, sig, len(idx), wd, k, k, c, cout, 1, h, h, c, h, h, 1, 1, 1, 1, sigbuf, acc)
+    de = lambda: KN.conv_dense(idx, sig, len(idx), wd, k, k, c, cout, 1, h, h, c, h, h, 1, 1, 1, 1, sigbuf, acc,
+                                scratch)
     fan = window_fanout((c, h, h), (cout, h, h), (k, k), (1, 1), (1, 1, 1, 1), cout)
     fan = fan.reshape(c, h, h).transpose(1, 2, 0).reshape(-1)  # internal (y, x, c) order
     return ev, de, max(1, int(fan[idx].sum())), h * h * k * k * c * cout, fan

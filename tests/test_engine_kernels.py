@@ -84,7 +84,8 @@ def test_conv_scatter_equals_onnx_conv(case, frac, seed, dtype):
     wd = kern.reshape(kh * kw * cig, groups, cog).transpose(1, 0, 2).copy().reshape(-1)
     acc2 = np.zeros_like(acc)
     KN.conv_dense(idx_int, sig, len(idx_int), wd, kh, kw, cig, cout, groups, h, w, cin, ho, wo, stride[0],
-                  stride[1], pads[0], pads[1], np.zeros(h * w * cin + 1, dtype), acc2)
+                  stride[1], pads[0], pads[1], np.zeros(h * w * cin + 1, dtype), acc2,
+                  np.full(ho * wo * (kh * kw * cig + cog), np.nan, dtype))  # garbage scratch must not leak
     np.testing.assert_array_equal(acc2, acc)
 
 

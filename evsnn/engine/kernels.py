@@ -187,31 +187,49 @@ def csr_dense(ev_idx, ev_sig, n_ev, dense, n_pre, n_post, sig, acc):
 
 
 @njit(cache=True)
-def conv_dense(ev_idx, ev_sig, n_ev, wd, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl, sig, acc):
-    """acc += conv2d(s) through im2col and a BLAS gemm per group (wd: (groups, kh·kw·cig, cog))."""
+def conv_dense(ev_idx, ev_sig, n_ev, wd, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl, sig, acc,
+               scratch):
+    """acc += conv2d(s) through im2col and a BLAS gemm per group (wd: (groups, kh·kw·cig, cog)).
+
+    ``scratch`` (engine dtype, ≥ Ho·Wo·(kh·kw·cig + cout/groups)) holds the im2col matrix and the gemm
+    output, so a dense step allocates nothing. Channels-last input: for groups = 1 the kw·Cin entries of
+    one kernel row are one contiguous run of ``sig`` (one copy instead of kw).
+    """
     npre = H * W * Cin
     sig[:npre] = 0
     for e in range(n_ev):
         sig[ev_idx[e]] = ev_sig[e]
     cog = cout // groups
     K = kh * kw * cig
-    cols = np.empty((Ho * Wo, K), dtype=sig.dtype)  # every entry written below (pads as zeros)
+    M = Ho * Wo
+    cols = scratch[:M * K].reshape((M, K))  # every entry written below (pads as zeros)
+    out = scratch[M * K:M * K + M * cog].reshape((M, cog))
+    run = kw * cig
     for g in range(groups):
         for oy in range(Ho):
             for ox in range(Wo):
                 row = cols[oy * Wo + ox]
+                x0 = ox * sw - pl
+                inside_x = x0 >= 0 and x0 + kw <= W
                 for ky in range(kh):
                     y = oy * sh - pt + ky
-                    for kx in range(kw):
-                        x = ox * sw - pl + kx
-                        dst = row[(ky * kw + kx) * cig:(ky * kw + kx) * cig + cig]
-                        if y < 0 or y >= H or x < 0 or x >= W:
-                            dst[:] = 0
-                        else:
-                            ib = (y * W + x) * Cin + g * cig
-                            dst[:] = sig[ib:ib + cig]
-        out = np.dot(cols, wd[g * K * cog:(g + 1) * K * cog].reshape((K, cog)))
-        for p in range(Ho * Wo):
+                    dr = row[ky * run:ky * run + run]
+                    if y < 0 or y >= H:
+                        dr[:] = 0
+                    elif inside_x and groups == 1:
+                        ib = (y * W + x0) * Cin
+                        dr[:] = sig[ib:ib + run]
+                    else:
+                        for kx in range(kw):
+                            x = x0 + kx
+                            dst = dr[kx * cig:kx * cig + cig]
+                            if x < 0 or x >= W:
+                                dst[:] = 0
+                            else:
+                                ib = (y * W + x) * Cin + g * cig
+                                dst[:] = sig[ib:ib + cig]
+        np.dot(cols, wd[g * K * cog:(g + 1) * K * cog].reshape((K, cog)), out)
+        for p in range(M):
             a = acc[p * cout + g * cog:p * cout + g * cog + cog]
             o = out[p]
             for q in range(cog):

@@ -32,20 +32,37 @@ def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, 
     ``shift_den``: 1-element array in the engine dtype, so δ is computed in that dtype.
     """
     sd = shift_den[0]
+    # two passes: the integration loop has no branch on the neuron and vectorises; the threshold scan
+    # is cheap (spikes are rare). Same result per neuron as the one-pass rule.
+    if on and shift:
+        for i in range(lo, hi):
+            cur = (acc[i] + inp[i]) + bias[i]
+            acc[i] = 0
+            v[i] = v[i] + (cur + theta[i] / sd)
+    elif on:
+        for i in range(lo, hi):
+            cur = (acc[i] + inp[i]) + bias[i]
+            acc[i] = 0
+            v[i] = v[i] + cur
+    elif shift:
+        for i in range(lo, hi):
+            cur = acc[i]
+            acc[i] = 0
+            v[i] = v[i] + (cur + theta[i] / sd)
+    else:
+        for i in range(lo, hi):
+            v[i] = v[i] + acc[i]
+            acc[i] = 0
     for i in range(lo, hi):
-        cur = _current(acc, inp, bias, i, on)
+        vi = v[i]
         th = theta[i]
-        if shift:
-            cur = cur + th / sd
-        vi = v[i] + cur
         if vi >= th:
-            vi = vi - vi if zero_reset else vi - th
+            v[i] = vi - vi if zero_reset else vi - th
             cnt[i] += 1
             val[i] += 1.0
             ev_idx[n_ev] = i
             ev_sig[n_ev] = 1
             n_ev += 1
-        v[i] = vi
     return n_ev
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from evsnn.engine.pack import PI_OFF, pack
+from evsnn.engine.pack import PI_OFF, _inverse, pack
 from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import snn as S
@@ -93,6 +93,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         run_batch(max(1, min(n, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
                   pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, plan.wake, T, bitserial,
                   bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot, max(nall, xin.shape[1]) + 1,
+                  pk.max_cols if np.isfinite(fc) else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent)
     finally:
@@ -106,12 +107,12 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         steps = T
         sleep_steps = np.full(n, steps - plan.wake, dtype=np.int64)
         quiescent = (qa >= 0) | (silent > D)
-    out_inv = np.argsort(pk.out_perm)
+    out_inv = _inverse(pk.out_perm)
     readout = rec_out[:, :steps][:, :, out_inv].reshape((n, steps) + tuple(net.readout.shape))
     res = SimResult(readout=readout, wake=plan.wake)
     for p, name in enumerate(pk.names):
         off, size = int(pk.pi[p, PI_OFF]), pk.sizes[p]
-        inv = np.argsort(pk.perms[p])
+        inv = _inverse(pk.perms[p])
         res.spikes_pos[name] = rec_pos[:, p, :steps].copy()
         res.spikes_neg[name] = rec_neg[:, p, :steps].copy()
         res.sops[name] = rec_sops[:, p, :steps].copy()

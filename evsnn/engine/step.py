@@ -27,7 +27,7 @@ from evsnn.engine.pack import (
 
 @njit(cache=True)
 def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mark_row, lst_row, lst_n, full, rr,
-            track, frac_conv, frac_csr, sig):
+            track, frac_conv, frac_csr, sig, scratch):
     """Deliver n_ev events along projection m into ring slot rr; returns nothing (updates lists/flags)."""
     kind = ji[m, J_KIND]
     q = ji[m, J_POST]
@@ -49,7 +49,7 @@ def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mar
             ln = ji[m, A + 1] * ji[m, A + 2] * ji[m, A + 3] * cog * ji[m, A + 5]
             KN.conv_dense(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], ji[m, A + 1], ji[m, A + 2], ji[m, A + 3],
                           ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9],
-                          ji[m, A + 10], ji[m, A + 11], ji[m, A + 12], ji[m, A + 13], ji[m, A + 14], sig, acc)
+                          ji[m, A + 10], ji[m, A + 11], ji[m, A + 12], ji[m, A + 13], ji[m, A + 14], sig, acc, scratch)
             if track:
                 full[rr, q] = 1
             return
@@ -209,7 +209,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
 def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
                fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
                v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig,
-               sig, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
+               sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
                values, qa_out, silent_out):
     """Simulate sample n from a fresh state and write its records (row n of every record array)."""
     P = pi.shape[0] - 1
@@ -237,7 +237,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                 ne += 1
         for e in range(out_ptr[P], out_ptr[P + 1]):
             scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, inp, pi, mark[0], lst[0],
-                    lst_n, full, 0, False, frac_conv, frac_csr, sig)
+                    lst_n, full, 0, False, frac_conv, frac_csr, sig, scratch)
     silent = 0
     qa = -1
     t_end = max_steps
@@ -261,7 +261,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
             if ne > 0:
                 for e in range(out_ptr[P], out_ptr[P + 1]):
                     scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
-                            lst[r], lst_n, full, r, False, frac_conv, frac_csr, sig)
+                            lst[r], lst_n, full, r, False, frac_conv, frac_csr, sig, scratch)
         for p in range(P):
             ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                              full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den)
@@ -291,7 +291,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                 rr = (t + d) % R
                 scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
                         mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and t + d > wake, frac_conv, frac_csr,
-                        sig)
+                        sig, scratch)
         on = (t == 0) if bitserial else (t < wake)
         for i in range(osz):
             cur = acc[r, ra0 + i]
@@ -320,7 +320,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
 @njit(cache=True, parallel=True)
 def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
               fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den, acc_tot, c_tot,
-              blk_tot, sig_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
+              blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
               counts, values, qa_out, silent_out):
     """Samples split into ``nchunks`` contiguous chunks run in parallel; one state per chunk (thread)."""
     N = x.shape[0]
@@ -345,10 +345,11 @@ def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibu
         ev_in_idx = np.zeros(x.shape[1] + 1, dtype=np.int64)
         ev_in_sig = np.zeros(x.shape[1] + 1, dtype=theta.dtype)
         sig = np.zeros(sig_size, dtype=theta.dtype)
+        scratch = np.empty(scratch_size, dtype=theta.dtype)
         out = np.zeros(pi[P, PI_SIZE], dtype=theta.dtype)
         for n in range(lo, hi):
             run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
                        fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
                        v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx,
-                       ev_in_sig, sig, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
+                       ev_in_sig, sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
                        do_raster, counts, values, qa_out, silent_out)
