@@ -214,7 +214,7 @@ def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
 
 def run_layout(net: S.Network, n: int, opts: RunOptions, labels: bool) -> Layout:
     layers = [Layer(p.name, p.size, tuple(p.shape), p.model) for p in net.populations]
-    if net.input_mode == "rate":
+    if net.input_mode in ("rate", "events"):
         layers.append(Layer(S.INPUT, net.input_size, tuple(net.input_shape), "input", has_state=False))
     return Layout(n, opts.batch_size, tuple(net.readout.shape), layers, counts="counts" in opts.record,
                   raster="raster" in opts.record, labels=labels)

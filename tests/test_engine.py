@@ -77,17 +77,22 @@ def cases(draw, preset=None):
     levels = (1, 3, 7) if preset == "bitserial" else (1, 2, 4, 8)
     graph = draw(graphs(levels=levels, max_depth=4))
     x = draw(inputs(graph, max_samples=3))
-    mode = "analog" if preset == "bitserial" else draw(st.sampled_from(["analog", "analog", "rate"]))
+    mode = "analog" if preset == "bitserial" else draw(st.sampled_from(["analog", "analog", "rate", "events"]))
     if mode == "rate":
         x = np.abs(x)
     net = convert(graph, preset, input_mode=mode)
+    if mode == "events":  # binned address events: integer counts per bin, up to the wake length
+        rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+        # deng-gu's shift θ/(2·T_w) stays dyadic only for T_w a power of two: wake is drawn from 1, 4, 8
+        bins = draw(st.integers(1, max(1, net.default_wake if preset == "casc" else 4)))
+        x = rng.integers(0, 3, size=(len(x), bins) + tuple(graph.input.shape)).astype(float)
     kw = {}
     if preset == "casc":
         kw["sleep"] = draw(st.sampled_from(["auto", 0, 3, 12]))
         if kw["sleep"] == "auto":
             kw["max_sleep"] = draw(st.sampled_from([None, 2]))
     elif preset != "bitserial":
-        kw["wake"] = draw(st.sampled_from([1, 4, 8]))
+        kw["wake"] = draw(st.sampled_from([w for w in (1, 4, 8) if mode != "events" or w >= x.shape[1]]))
         kw["sleep"] = draw(st.sampled_from([0, 2, "auto"]))
     kw["record"] = ("counts", "raster")
     kw["seed"] = draw(st.integers(0, 3))

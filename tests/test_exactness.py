@@ -171,3 +171,31 @@ def test_recurrent_projection_needs_a_delay():
     x = np.random.default_rng(0).integers(0, 256, (2, 1, 6, 6)) / 256
     res = simulate(net, x, sleep="auto", max_sleep=200)
     assert res.readout.shape[1] == res.wake + res.sleep_steps.max()
+
+
+@settings(max_examples=10)
+@given(graphs(max_depth=3, image=True), st.data())
+def test_event_input_is_exact_against_the_ann_on_the_mean_frame(graph, data):
+    """Binned events (N, T_w, C, H, W): a spike of value 1 per event, so casc is exact on x = Σ_t counts / T_w."""
+    net = convert(graph, "casc", input_mode="events")
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    bins = data.draw(st.integers(1, net.levels))
+    ev = rng.integers(0, 3, size=(2, bins) + tuple(graph.input.shape)).astype(float)
+    res = simulate(net, ev, sleep="auto")
+    x = ev.sum(axis=1) / net.levels
+    levels = ann_levels(graph, x)
+    for name in _hidden(net):
+        np.testing.assert_array_equal(res.counts[name], levels[name], err_msg=name)
+    assert (res.spikes_pos["input"].sum(axis=1) == ev.reshape(2, -1).sum(axis=1)).all()
+
+
+def test_event_input_shape_and_count_errors():
+    from evsnn.errors import ShapeError
+    from test_core_errors import small_graph
+    net = convert(small_graph(), "casc", input_mode="events")
+    with pytest.raises(ShapeError, match="time bins"):
+        simulate(net, np.zeros((2, 1, 6, 6)))
+    with pytest.raises(ShapeError, match="integer event counts"):
+        simulate(net, np.full((1, 2, 1, 6, 6), 0.5))
+    with pytest.raises(ShapeError, match="5 time bins.*4 wake steps"):
+        simulate(net, np.zeros((1, 5, 1, 6, 6)))

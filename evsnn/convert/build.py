@@ -34,7 +34,7 @@ from evsnn.ir import ann as A
 from evsnn.ir import snn as S
 from evsnn.ir.ops import avgpool_divisor, eval_node
 
-INPUT_MODES = ("analog", "rate")
+INPUT_MODES = ("analog", "rate", "events")
 
 
 def _hoist_maxpools(graph: A.AnnGraph) -> A.AnnGraph:
@@ -132,8 +132,10 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
 
     ``levels`` quantizes threshold-ReLU (ClipAct) models to L levels for the
     exact presets; for already-quantized models it must match their L.
-    ``input_mode``: "analog" (the first layers receive x every wake step) or
-    "rate" (Bernoulli spikes with p = clip(x, 0, 1)).
+    ``input_mode``: "analog" (the first layers receive x every wake step),
+    "rate" (Bernoulli spikes with p = clip(x, 0, 1)) or "events" (binned
+    address events, one spike of value 1 per event: the model's input is the
+    event-count frame of one time bin).
     """
     p = get_preset(preset)
     if input_mode not in INPUT_MODES:

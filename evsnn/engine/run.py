@@ -9,7 +9,7 @@ from evsnn.engine.pack import PI_OFF, _inverse, pack
 from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import snn as S
-from evsnn.ir.records import SimResult, check_batch, make_plan, rate_spikes
+from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
 
 # Break-even activity (events / pre neurons) above which a projection's step runs dense (BLAS),
 # like a direction-optimizing BFS switching from push to pull. Model: break-even = event rate /
@@ -55,12 +55,14 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     x = check_batch(net, x)
     pk = pack(net, dtype)
     n = len(x)
-    xin = np.ascontiguousarray(x.reshape(n, -1)[:, pk.in_perm])
-    use_rate = net.input_mode == "rate"
+    spikes_in = input_spikes(net, x, plan)  # (N, wake, size) counts for rate/event input, else None
+    use_rate = spikes_in is not None
     if use_rate:
-        rate = np.ascontiguousarray(rate_spikes(x.reshape(n, -1), plan.wake, plan.seed)[:, :, pk.in_perm])
+        rate = np.ascontiguousarray(spikes_in[:, :, pk.in_perm])
+        xin = np.zeros((n, net.input_size), dtype=np.float64)
     else:
         rate = np.zeros((n, 0, 0), dtype=np.uint8)
+        xin = np.ascontiguousarray(x.reshape(n, -1)[:, pk.in_perm])
     bitserial = net.preset == "bitserial"
     bits = int(net.bits or 0)
     P = len(pk.names)

@@ -250,13 +250,16 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
         if use_rate and t < wake:
             ne = 0
             so = 0
+            cnt_in = 0
             for j in range(n_in):
-                if rate[n, t, j] != 0:
+                c = rate[n, t, j]
+                if c != 0:  # a rate spike (1) or several address events in this bin: each worth 1
                     ev_in_idx[ne] = j
-                    ev_in_sig[ne] = 1
-                    so += fan_in[j]
+                    ev_in_sig[ne] = c
+                    so += fan_in[j] * c
+                    cnt_in += c
                     ne += 1
-            rec_in_pos[n, t] = ne
+            rec_in_pos[n, t] = cnt_in
             rec_in_sops[n, t] = so
             if ne > 0:
                 for e in range(out_ptr[P], out_ptr[P + 1]):

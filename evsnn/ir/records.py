@@ -69,14 +69,45 @@ def make_plan(net: Network, wake: int | None = None, sleep: int | str = 0, max_s
 
 
 def check_batch(net: Network, x) -> np.ndarray:
-    """x as float64 (N, *input_shape), or ShapeError naming both shapes."""
+    """x as float64 (N, *input_shape), or ShapeError naming both shapes.
+
+    Networks with ``input_mode == "events"`` take binned address events instead:
+    (N, T, *input_shape) non-negative integer counts per time bin (see
+    ``evsnn.datasets.events_to_frames``), T ≤ the wake steps of the run.
+    """
     x = np.asarray(x, dtype=np.float64)
     want = tuple(net.input_shape)
+    if net.input_mode == "events":
+        if x.ndim != len(want) + 2 or x.shape[2:] != want:
+            raise ShapeError(f"event input has shape {x.shape[1:]} per sample, the network expects "
+                             f"(time bins, {', '.join(map(str, want))})")
+        if (x < 0).any() or (x != np.round(x)).any() or (x > 255).any():
+            raise ShapeError("event input must hold integer event counts 0..255 per bin and neuron")
+        return x
     if x.ndim == len(want) and x.shape == want:
         x = x[None]
     if x.shape[1:] != want:
         raise ShapeError(f"input data has shape {x.shape[1:]} per sample, the network expects {want}")
     return x
+
+
+def input_spikes(net: Network, x: np.ndarray, plan: RunPlan) -> np.ndarray | None:
+    """(N, wake, input size) uint8 input spike counts per wake step, or None for analog input.
+
+    "rate": Bernoulli spikes drawn by :func:`rate_spikes`; "events": the binned
+    counts of ``x`` (from :func:`check_batch`), zero after the last bin.
+    """
+    n = len(x)
+    if net.input_mode == "rate":
+        return rate_spikes(x.reshape(n, -1), plan.wake, plan.seed)
+    if net.input_mode == "events":
+        bins = x.shape[1]
+        if bins > plan.wake:
+            raise ShapeError(f"event input has {bins} time bins but the run has only {plan.wake} wake steps")
+        out = np.zeros((n, plan.wake, net.input_size), dtype=np.uint8)
+        out[:, :bins] = x.reshape(n, bins, -1)
+        return out
+    return None
 
 
 def rate_spikes(x: np.ndarray, wake: int, seed: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from evsnn import models
 from evsnn.ir import snn as S
-from evsnn.ir.records import SimResult, check_batch, make_plan, rate_spikes
+from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
 from evsnn.reference.projections import apply_projection, window_max
 
 
@@ -83,7 +83,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     x = check_batch(net, x)
     n = len(x)
     xin = x.reshape(n, -1)
-    rate = rate_spikes(xin, plan.wake, plan.seed) if net.input_mode == "rate" else None
+    rate = input_spikes(net, x, plan)  # None for analog input
     bitserial = net.preset == "bitserial"
     slots = net.stages() if bitserial else {}
     pops = net.populations
