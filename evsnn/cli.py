@@ -121,8 +121,10 @@ def conversion_options(fn):
                      help="activation percentile used as the ReLU scale λ when calibrating"),
         click.option("--calibrate-samples", type=int, default=1000, show_default=True,
                      help="use at most this many samples (the first ones) for calibration"),
-        click.option("--input-mode", type=click.Choice(["analog", "rate"]), default="analog", show_default=True,
-                     help="analog: the first layer receives x each wake step (MACs); rate: Bernoulli spikes"),
+        click.option("--input-mode", type=click.Choice(["analog", "rate", "events"]), default="analog",
+                     show_default=True,
+                     help="analog: the first layer receives x each wake step (MACs); rate: Bernoulli spikes; "
+                          "events: binned address events, data x of shape (samples, bins, C, H, W)"),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -330,6 +332,37 @@ def demo(model, data, out_dir, presets, rate_steps, levels, engine, batch_size, 
     dm.run_demo(graph, x, y, out_dir, names, engine, rate_steps, levels, batch_size, threads, seed,
                 echo=click.echo, progress=progress,
                 source={"path": os.path.abspath(path), "sha256": runner.sha256_file(path)}, data_info=data_info)
+
+
+@cli.command("export-nir")
+@click.argument("network", metavar="NETWORK")
+@click.option("-o", "--output", required=True, metavar="MODEL.nir", help="NIR file to write (HDF5, read by nir.read)")
+@click.option("--preset", default=None,
+              help="if, deng-gu or qcfs (when NETWORK is a model file, converted on the fly); casc and bitserial "
+                   "networks have no NIR equivalent")
+@conversion_options
+@user_errors
+def export_nir(network, output, preset, levels, calibrate, percentile, calibrate_samples, input_mode):
+    """Export NETWORK (a network file, or a model file with --preset) as a NIR graph (needs the nir package).
+
+    IF populations become nir.IF nodes, the readout a nir.I integrator; evsnn's
+    subtractive reset, v >= threshold, initial membrane, bias and wake steps are
+    stated in the graph's metadata (see evsnn.nir_export).
+    """
+    from evsnn import runner
+    from evsnn.nir_export import write_nir
+    from evsnn.store.results import check_writable
+
+    check_writable(output)
+    if preset is not None:
+        from evsnn.convert import get_preset
+        get_preset(preset)
+    with progress_bar(4, "converting", show=bool(calibrate)) as bar:
+        net, _ = runner.prepare_network(network, preset, levels, calibrate, percentile, input_mode,
+                                        stage=lambda name: bar.update(1))
+    graph = write_nir(net, output)
+    click.echo(f"wrote {output}: NIR graph of {len(graph.nodes)} nodes, {len(graph.edges)} edges "
+               f"(preset {net.preset}, {len(net.populations)} IF populations; evsnn's semantics in its metadata)")
 
 
 def main() -> None:

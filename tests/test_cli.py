@@ -343,3 +343,20 @@ def test_event_engine_matches_reference(made, dtype):
             keys += ["layers/blk%2Fact2/spikes", "layers/act3/sops", "sleep_steps"]
         for k in keys:
             np.testing.assert_array_equal(a[k][()], b[k][()], err_msg=k)
+
+
+def test_run_with_binned_event_input(files):
+    """--input-mode events: data x is (samples, bins, C, H, W) event counts; results count the input events."""
+    tmp, model, _ = files
+    x, y = small_data(5)
+    rng = np.random.default_rng(0)
+    ev = rng.integers(0, 3, size=(len(x), 2) + x.shape[1:]).astype(np.float32)
+    data = tmp / "events.npz"
+    np.savez(data, x=ev, y=y)
+    out = tmp / "ev.h5"
+    ok(invoke("run", model, "--preset", "casc", "--input-mode", "events", "--data", data, "-o", out,
+              "--engine", "reference"))
+    with h5py.File(out, "r") as f:
+        assert f["layers/input/spikes"][()].sum() == ev.sum()
+    assert_user_error(invoke("run", model, "--preset", "casc", "--input-mode", "events", "--data", files[2],
+                             "-o", tmp / "bad.h5"), "time bins")
