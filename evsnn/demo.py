@@ -13,8 +13,10 @@ SOPs per sample; E_SNN/E_ANN under ``45nm-fp32``. Rate presets (if, deng-gu,
 qcfs) run ``rate_steps`` wake steps; casc runs T_w = L then sleeps until quiet;
 bitserial needs L = 2^K − 1 and is skipped with a note otherwise.
 
-The header gives the quantized ANN's accuracy, and the float ANN's when the
-model has threshold ReLUs (ClipAct), which are then quantized to ``levels``.
+The header gives the quantized ANN's accuracy and the float ANN's: for a
+threshold-ReLU model (ClipAct, then quantized to ``levels``) the model itself;
+for a quantized model the same weights with each quantizer replaced by
+clip(z, 0, λ) (its activations unquantized, not a separately trained ANN).
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def run_demo(graph: A.AnnGraph, x: np.ndarray, y: np.ndarray | None, out_dir: st
         all_levels = sorted({int(n.levels) for n in quant})
         L = all_levels[-1] if all_levels else None  # casc runs T_w = the largest L
         qgraph = graph
+        if quant:  # the same weights with every quantizer replaced by clip(z, 0, λ): the unquantized ANN
+            fgraph = A.AnnGraph([A.ClipAct(n.name, n.inputs, n.scale) if isinstance(n, A.QuantAct) else n
+                                 for n in graph.nodes], graph.output, graph.name)
+            out["float_accuracy"] = _accuracy(ann_forward(fgraph, x), y)
     out["levels"] = L
     out["ann_accuracy"] = _accuracy(ann_forward(qgraph, x), y)
     ops = E.ann_ops(graph)
