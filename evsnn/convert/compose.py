@@ -22,7 +22,7 @@ from evsnn.ir import ops
 MAX_DENSE_ENTRIES = 64_000_000  # a fallback matrix larger than this (512 MB float64) is refused
 
 
-@dataclass
+@dataclass(eq=False)
 class LinOp:
     """One bias-free linear operator of a chain. ``kind``: conv | pool | dense | reshape."""
 
@@ -146,7 +146,7 @@ def compose(chain: list[LinOp], in_shape: tuple) -> LinOp:
     if len(core) == 1 and core[0].kind != "dense":
         return core[0]
     if core[-1].kind == "dense":
-        pre = chain[:chain.index(core[-1])]
+        pre = chain[:next(i for i, op in enumerate(chain) if op is core[-1])]
         w = core[-1].weight if not pre else core[-1].weight @ chain_matrix(pre, in_shape)
         return LinOp("dense", in_shape, out_shape, w)
     convs = [_as_conv(op) for op in core]
