@@ -204,7 +204,17 @@ def batch_seed(seed: int, b: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(b)]).generate_state(1)[0])
 
 
+def batch_network(engine: str, net, opts: RunOptions):
+    """What ``simulate_batch`` passes as ``net``: for the event engine the network packed once
+    (:func:`evsnn.engine.prepare`, reused by every batch), else the network itself."""
+    if engine == "event":
+        from evsnn.engine import prepare
+        return prepare(net, np.dtype(opts.dtype))
+    return net
+
+
 def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
+    """One batch; ``net`` is the Network or, for the event engine, optionally its ``batch_network``."""
     kw = dict(wake=opts.wake, sleep=sleep, max_sleep=opts.max_sleep, record=tuple(opts.record),
               seed=batch_seed(opts.seed, b), allow_inexact=opts.allow_inexact)
     if engine == "event":
@@ -296,10 +306,11 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
             on_start(writer, engine)
         if progress and writer.samples_done:
             progress(writer.samples_done)
+        prepared = batch_network(engine, net, opts) if writer.start_batch < layout.n_batches else net
         for b in range(writer.start_batch, layout.n_batches):
             s, e = b * opts.batch_size, min(n, (b + 1) * opts.batch_size)
             yb = None if y is None else np.asarray(y[s:e])
-            res = simulate_batch(sim, engine, net, np.asarray(x[s:e]), opts, sleep, b)
+            res = simulate_batch(sim, engine, prepared, np.asarray(x[s:e]), opts, sleep, b)
             writer.write_batch(b, res, yb)
             if on_batch:
                 on_batch(s, res, yb)

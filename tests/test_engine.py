@@ -232,3 +232,96 @@ def test_second_process_loads_compiled_kernels_from_cache():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     misses, hits = map(int, out.stdout.split()[-2:])
     assert misses == 0 and hits >= 1, out.stdout
+
+
+# ---------------------------------------------------------------------------------------------- prepare()
+
+@settings(max_examples=30)
+@given(cases(), st.data())
+def test_prepared_equals_network_call(case, data):
+    """simulate(prepare(net), ...) gives exactly what simulate(net, ...) gives (and the reference)."""
+    net, x, kw = case
+    assume(dyadic(net))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    threads = data.draw(st.sampled_from([1, 2]), label="threads")
+    path = data.draw(st.sampled_from(["auto", "event", "dense"]), label="path")
+    prep = engine.prepare(net, dtype)
+    got = engine.simulate(prep, x, threads=threads, path=path, **kw)
+    assert_same(engine.simulate(net, x, dtype=dtype, threads=threads, path=path, **kw), got)
+    assert_same(ref_simulate(net, x, **kw), got)
+
+
+@settings(max_examples=15)
+@given(cases(), st.data())
+def test_prepared_reused_across_calls_equals_fresh_calls(case, data):
+    """One Prepared, two calls with different inputs (and seeds): each equals a fresh simulate(net)."""
+    net, x, kw = case
+    assume(dyadic(net))
+    x2 = data.draw(inputs_like(x), label="x2")
+    prep = engine.prepare(net)
+    kw2 = dict(kw, seed=kw["seed"] + 1)
+    a = engine.simulate(prep, x, **kw)
+    b = engine.simulate(prep, x2, **kw2)
+    a_again = engine.simulate(prep, x, **kw)
+    assert_same(engine.simulate(net, x, **kw), a)
+    assert_same(engine.simulate(net, x2, **kw2), b)
+    assert_same(a, a_again)
+
+
+@st.composite
+def inputs_like(draw, x):
+    """Another input of x's shape and kind: dyadic values (or event counts) redrawn, sign kept."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if np.array_equal(x, np.round(x)) and (x >= 0).all():  # event counts (or integer-valued input)
+        return rng.integers(0, 3, size=x.shape).astype(float)
+    y = rng.integers(-256, 257, size=x.shape) / 256.0
+    return np.abs(y) if (x >= 0).all() else y
+
+
+def test_prepared_dtype_and_reuse_checks():
+    net, x = _small_net()
+    prep = engine.prepare(net, np.float64)
+    assert prep.dtype == np.float64
+    assert_same(engine.simulate(net, x, sleep="auto", dtype=np.float64),
+                engine.simulate(prep, x, sleep="auto", dtype=np.float64))
+    with pytest.raises(ConversionError, match="dtype"):
+        engine.simulate(prep, x, sleep="auto", dtype=np.float32)
+    with pytest.raises(ConversionError):
+        engine.prepare(net, np.int32)
+    r1 = engine.simulate(prep, x[:2], sleep="auto")
+    r2 = engine.simulate(prep, x[2:], sleep="auto")
+    full = engine.simulate(net, x, sleep="auto", dtype=np.float64)
+    np.testing.assert_array_equal(np.concatenate([r1.readout, r2.readout]), full.readout)
+
+
+@pytest.mark.parametrize("preset", ["casc", "if", "qcfs"])
+@pytest.mark.parametrize("kernel,stride,pads", [((3, 3), (1, 1), (1, 1, 1, 1)), ((3, 3), (2, 2), (1, 0, 1, 0)),
+                                                ((2, 2), (1, 1), (0, 0, 1, 1))])
+def test_overlapping_padded_maxpool_gates_equal_reference(preset, kernel, stride, pads):
+    """Gates are updated only where their window received an event: overlapping and padded windows."""
+    rng = np.random.default_rng(7)
+    g = A.AnnGraph([
+        A.Input("x", (), (2, 7, 7)),
+        A.Conv("c1", ("x",), rng.integers(-32, 33, (4, 2, 3, 3)) / 64, rng.integers(-8, 9, 4) / 64, (1, 1),
+               (1, 1, 1, 1), 1),
+        A.QuantAct("a1", ("c1",), 4, 1.0, 0.0),
+        A.MaxPool("m1", ("a1",), kernel, stride, pads),
+        A.Conv("c2", ("m1",), rng.integers(-32, 33, (3, 4, 2, 2)) / 64, rng.integers(-8, 9, 3) / 64, (1, 1),
+               (0, 0, 0, 0), 1),
+        A.QuantAct("a2", ("c2",), 4, 1.0, 0.0),
+        A.Flatten("f", ("a2",)),
+    ], "f", "pool")
+    g = A.AnnGraph(g.nodes + [A.Dense("out", ("f",), rng.integers(-32, 33, (3, _flat_size(g))) / 64,
+                                      np.zeros(3))], "out", "pool")
+    x = rng.integers(-256, 257, (4, 2, 7, 7)) / 256
+    net = convert(g, preset)
+    kw = dict(sleep="auto", record=("counts", "raster")) if preset == "casc" else dict(
+        wake=8, sleep=4, record=("counts", "raster"))
+    ref = ref_simulate(net, x, **kw)
+    for path in ("event", "auto"):
+        assert_same(ref, engine.simulate(net, x, path=path, **kw))
+
+
+def _flat_size(g):
+    from evsnn.reference import ann_forward
+    return int(np.prod(ann_forward(g, np.zeros((1, 2, 7, 7))).shape[1:]))

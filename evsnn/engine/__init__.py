@@ -2,9 +2,10 @@
 
 Modules: :mod:`.pack` (Network → flat arrays), :mod:`.kernels` (scatter kernels),
 :mod:`.neurons` (neuron-update kernels), :mod:`.step` (the compiled step loop and
-the parallel batch driver), :mod:`.run` (the Python entry, :func:`simulate`).
+the parallel batch driver), :mod:`.run` (the Python entry, :func:`simulate`, and
+:func:`prepare`, which packs a network once for many calls).
 """
 
-from evsnn.engine.run import BREAK_EVEN, simulate
+from evsnn.engine.run import BREAK_EVEN, Prepared, prepare, simulate
 
-__all__ = ["simulate", "BREAK_EVEN"]
+__all__ = ["simulate", "prepare", "Prepared", "BREAK_EVEN"]

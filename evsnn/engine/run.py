@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
-from evsnn.engine.pack import PI_OFF, _inverse, pack
+from evsnn.engine.pack import PI_OFF, Packed, pack
 from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import snn as S
@@ -21,6 +23,47 @@ BREAK_EVEN = {"conv": 0.12, "csr": 0.12}
 PATHS = ("auto", "event", "dense")
 
 
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A network packed once for the engine (see :func:`prepare`); pass it to :func:`simulate` instead of the
+    :class:`~evsnn.ir.snn.Network` to skip the per-call packing. Read-only: one Prepared may serve any number of
+    calls (and threads); results equal ``simulate(net, ...)`` exactly.
+
+    ``ext[i]``: where internal index ``i`` goes in the records: for a population neuron its external
+    (flattened NCHW) index plus the population's offset, for a readout entry its external readout index.
+    """
+
+    net: S.Network
+    dtype: np.dtype
+    packed: Packed
+    ext: np.ndarray
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConversionError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def prepare(net: S.Network, dtype=np.float32) -> Prepared:
+    """Validate and pack ``net`` for the engine in ``dtype`` (float32 or float64), once.
+
+    The work done here (validation, tables, weight layouts, index maps) is what every
+    ``simulate(net, ...)`` call would otherwise repeat; reuse the result across batches.
+    The network must not be modified afterwards (prepare again if it is).
+    """
+    dtype = _check_dtype(dtype)
+    pk = pack(net, dtype)
+    P = len(pk.names)
+    ext = np.empty(len(pk.theta), dtype=np.int64)
+    for p in range(P):
+        off = int(pk.pi[p, PI_OFF])
+        ext[off:off + pk.sizes[p]] = off + pk.perms[p]
+    ext[pk.ntot:] = pk.out_perm
+    return Prepared(net, dtype, pk, ext)
+
+
 def _fractions(path: str, dtype) -> tuple[float, float]:
     if path == "event":
         return np.inf, np.inf
@@ -30,16 +73,18 @@ def _fractions(path: str, dtype) -> tuple[float, float]:
     return BREAK_EVEN["conv"] * f, BREAK_EVEN["csr"] * f
 
 
-def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, max_sleep: int | None = None,
-             record=("counts",), seed: int = 0, allow_inexact: bool = False, threads: int | None = None,
-             dtype=np.float32, path: str = "auto") -> SimResult:
+def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str = 0,
+             max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
+             threads: int | None = None, dtype=None, path: str = "auto") -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
-    Extra options: ``threads`` (samples run in parallel, one state per thread; results do not
-    depend on it; default: Numba's thread count), ``dtype`` (float32 like the source models, or
-    float64) for membranes, currents and weights, and ``path``: "auto" picks per projection and
-    step between the event scatter and a dense BLAS step from the event count; "event" / "dense"
-    force one (for tests; spike and SOP counts are event counts either way).
+    ``net``: a :class:`~evsnn.ir.snn.Network`, or a :class:`Prepared` from :func:`prepare` (packed once,
+    reusable across calls; same results). Extra options: ``threads`` (samples run in parallel, one state
+    per thread; results do not depend on it; default: Numba's thread count), ``dtype`` (float32 like the
+    source models, or float64; default float32, or the Prepared's dtype, which an explicit ``dtype`` must
+    match) for membranes, currents and weights, and ``path``: "auto" picks per projection and step between
+    the event scatter and a dense BLAS step from the event count; "event" / "dense" force one (for tests;
+    spike and SOP counts are event counts either way).
 
     Decisions (documented here, see design.md): after a sample is quiet (t ≥ T_w and no spike in
     the last D+1 steps, D the largest delay) its state cannot change, so the engine stops it and
@@ -48,12 +93,16 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     """
     if path not in PATHS:
         raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ConversionError(f"dtype must be float32 or float64, got {dtype}")
+    if isinstance(net, Prepared):
+        prep = net
+        if dtype is not None and _check_dtype(dtype) != prep.dtype:
+            raise ConversionError(f"dtype {np.dtype(dtype)} differs from the prepared network's {prep.dtype}; "
+                                  "prepare it again with that dtype")
+    else:
+        prep = prepare(net, np.float32 if dtype is None else dtype)
+    net, dtype, pk = prep.net, prep.dtype, prep.packed
     plan = make_plan(net, wake, sleep, max_sleep, record, seed, allow_inexact)
     x = check_batch(net, x)
-    pk = pack(net, dtype)
     n = len(x)
     spikes_in = input_spikes(net, x, plan)  # (N, wake, size) counts for rate/event input, else None
     use_rate = spikes_in is not None
@@ -72,15 +121,16 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     nall = len(pk.theta)
     osz = nall - pk.ntot
     do_raster = "raster" in plan.record
-    rec_out = np.zeros((n, T, osz), dtype=np.float64)
-    rec_pos = np.zeros((n, P, T), dtype=np.int64)
-    rec_neg = np.zeros((n, P, T), dtype=np.int64)
-    rec_sops = np.zeros((n, P, T), dtype=np.int64)
+    # records are written by the kernels in external order, laid out so each population's are one block
+    rec_out = np.empty((n, T, osz), dtype=np.float64)
+    rec_pos = np.zeros((P, n, T), dtype=np.int64)
+    rec_neg = np.zeros((P, n, T), dtype=np.int64)
+    rec_sops = np.zeros((P, n, T), dtype=np.int64)
     rec_in_pos = np.zeros((n, T), dtype=np.int64)
     rec_in_sops = np.zeros((n, T), dtype=np.int64)
-    raster = np.zeros((n, T, pk.ntot) if do_raster else (1, 1, 1), dtype=np.int8)
-    counts = np.zeros((n, pk.ntot), dtype=np.int64)
-    values = np.zeros((n, pk.ntot), dtype=np.float64)
+    raster = np.zeros(n * T * pk.ntot if do_raster else 1, dtype=np.int8)
+    counts = np.empty(n * pk.ntot, dtype=np.int64)
+    values = np.empty(n * pk.ntot, dtype=np.float64)
     qa = np.full(n, -1, dtype=np.int64)
     silent = np.zeros(n, dtype=np.int64)
     fc, fd = _fractions(path, dtype)
@@ -93,9 +143,9 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     numba.set_num_threads(nthreads)
     try:
         run_batch(max(1, min(n, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
-                  pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, plan.wake, T, bitserial,
-                  bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot, max(nall, xin.shape[1]) + 1,
-                  pk.max_cols if np.isfinite(fc) else 1,
+                  pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
+                  bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
+                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent)
     finally:
@@ -109,23 +159,23 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         steps = T
         sleep_steps = np.full(n, steps - plan.wake, dtype=np.int64)
         quiescent = (qa >= 0) | (silent > D)
-    out_inv = _inverse(pk.out_perm)
-    readout = rec_out[:, :steps][:, :, out_inv].reshape((n, steps) + tuple(net.readout.shape))
+    # no copies when the run used all its steps (views into the record blocks), else one per array
+    readout = np.ascontiguousarray(rec_out[:, :steps]).reshape((n, steps) + tuple(net.readout.shape))
     res = SimResult(readout=readout, wake=plan.wake)
     for p, name in enumerate(pk.names):
         off, size = int(pk.pi[p, PI_OFF]), pk.sizes[p]
-        inv = _inverse(pk.perms[p])
-        res.spikes_pos[name] = rec_pos[:, p, :steps].copy()
-        res.spikes_neg[name] = rec_neg[:, p, :steps].copy()
-        res.sops[name] = rec_sops[:, p, :steps].copy()
-        res.counts[name] = counts[:, off:off + size][:, inv]
-        res.values[name] = values[:, off:off + size][:, inv]
+        res.spikes_pos[name] = np.ascontiguousarray(rec_pos[p, :, :steps])
+        res.spikes_neg[name] = np.ascontiguousarray(rec_neg[p, :, :steps])
+        res.sops[name] = np.ascontiguousarray(rec_sops[p, :, :steps])
+        res.counts[name] = counts[n * off:n * (off + size)].reshape(n, size)
+        res.values[name] = values[n * off:n * (off + size)].reshape(n, size)
         if do_raster:
-            res.raster[name] = raster[:, :steps, off:off + size][:, :, inv]
+            r = raster[n * T * off:n * T * (off + size)].reshape(n, T, size)
+            res.raster[name] = r if steps == T else r[:, :steps].copy()
     if use_rate:
-        res.spikes_pos[S.INPUT] = rec_in_pos[:, :steps].copy()
+        res.spikes_pos[S.INPUT] = np.ascontiguousarray(rec_in_pos[:, :steps])
         res.spikes_neg[S.INPUT] = np.zeros_like(res.spikes_pos[S.INPUT])
-        res.sops[S.INPUT] = rec_in_sops[:, :steps].copy()
+        res.sops[S.INPUT] = np.ascontiguousarray(rec_in_sops[:, :steps])
     t = np.arange(steps)
     on = (t == 0) if bitserial else (t < plan.wake)
     res.input_macs = np.broadcast_to(np.where(on, pk.macs_on, 0).astype(np.int64), (n, steps)).copy()

@@ -3,7 +3,10 @@
 Per step t, populations in order: read the input accumulator of ring slot t % R,
 update the neurons (all of them while biases/inputs are on and at the first
 sleep step; afterwards only the listed blocks: touched by a scatter or still
-able to fire), record the events, then scatter them along every outgoing
+able to fire). Max-pool gates are updated in full at step 0 only; afterwards, in
+wake too, only the gates whose window received an event or that were still off
+by ≥ 1 (a gate's window max changes only where an input neuron spiked). Then
+record the events and scatter them along every outgoing
 projection into slot (t + delay) % R of the target. A projection with many
 events this step takes the dense path (BLAS) instead; the target is then
 updated in full. The readout accumulates last. A sample stops when it is
@@ -116,12 +119,15 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     ls = lst[r, b0:b0 + nb]
     on = (t == 0) if bitserial else (t < wake)
     sleep = (not bitserial) and t >= wake
-    sparse = sleep and t > wake and full[r, p] == 0
+    nl = lst_n[r, p]
+    # a max-pool gate changes only where its window received an event (listed by max_scatter in every step)
+    # or where it was still off by ≥ 1 after its last update (carried): after a full first step, only those
+    # (or, when most of them are listed, all of them in one pass)
+    sparse = (sleep and t > wake and full[r, p] == 0) or (model == M_MAX and t > 0 and 2 * nl < nb)
     levels = pi[p, PI_LEVELS]
     cap = min(min(t + 1, wake), levels)
     ncap_next = min(wake, levels)  # cap in every later sleep step
     n_ev = 0
-    nl = lst_n[r, p]
     g = pi[p, PI_GATE]
     # gate geometry
     kh = kw = C = H = W = Wo = sh = sw = pt = pl = 0
@@ -167,12 +173,12 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
             mk[ls[e]] = 0
         if model == M_MAX:
             NR.gate_absorb_all(cv, accp)
-            n_ev, still = NR.update_gate(cv, cp, valp, 0, nb, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ei, es, 0)
-            if sleep and still:
-                for b in range(nb):
-                    if NR.gate_can_fire(cv, cp, b, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
-                        carry[nc] = b
-                        nc += 1
+            for b in range(nb):
+                n_ev, still = NR.update_gate(cv, cp, valp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ei, es,
+                                             n_ev)
+                if still:
+                    carry[nc] = b
+                    nc += 1
         elif model == M_CIF:
             n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, ei, es, 0)
             if sleep:
@@ -207,12 +213,18 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
 
 @njit(cache=True)
 def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-               fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
+               fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
                v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig,
                sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
                values, qa_out, silent_out):
-    """Simulate sample n from a fresh state and write its records (row n of every record array)."""
+    """Simulate sample n from a fresh state and write its records (sample n of every record array).
+
+    Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
+    ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
+    the raster) holding (N, size) (or (N, T, size)) in C order.
+    """
     P = pi.shape[0] - 1
+    N = x.shape[0]
     ntot = pi[P, PI_OFF]
     for p in range(P):
         off = pi[p, PI_OFF]
@@ -264,7 +276,8 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
             if ne > 0:
                 for e in range(out_ptr[P], out_ptr[P + 1]):
                     scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
-                            lst[r], lst_n, full, r, False, frac_conv, frac_csr, sig, scratch)
+                            lst[r], lst_n, full, r, (not bitserial) and ji[out_list[e], J_KIND] == K_MAX, frac_conv,
+                            frac_csr, sig, scratch)
         for p in range(P):
             ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                              full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den)
@@ -272,6 +285,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                 continue
             any_sp = True
             off = pi[p, PI_OFF]
+            sz = pi[p, PI_SIZE]
             pos = 0
             so = 0
             for e in range(ne):
@@ -283,18 +297,17 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                     sg = -1
                 so += fan[off + j]
                 if do_raster:
-                    raster[n, t, off + j] = sg
-            rec_pos[n, p, t] = pos
-            rec_neg[n, p, t] = ne - pos
-            rec_sops[n, p, t] = so
-            sz = pi[p, PI_SIZE]
+                    raster[N * max_steps * off + (n * max_steps + t) * sz + ext[off + j] - off] = sg
+            rec_pos[p, n, t] = pos
+            rec_neg[p, n, t] = ne - pos
+            rec_sops[p, n, t] = so
             for e2 in range(out_ptr[p], out_ptr[p + 1]):
                 m = out_list[e2]
                 d = ji[m, J_DELAY]
                 rr = (t + d) % R
                 scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
-                        mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and t + d > wake, frac_conv, frac_csr,
-                        sig, scratch)
+                        mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and (t + d > wake or ji[m, J_KIND] == K_MAX),
+                        frac_conv, frac_csr, sig, scratch)
         on = (t == 0) if bitserial else (t < wake)
         for i in range(osz):
             cur = acc[r, ra0 + i]
@@ -304,7 +317,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                 out[i] = (out[i] + cur) + bias[ro + i]
             else:
                 out[i] = out[i] + cur
-            rec_out[n, t, i] = out[i]
+            rec_out[n, t, ext[ro + i]] = out[i]
         silent = 0 if any_sp else silent + 1
         if t >= wake and silent > D:
             qa = t
@@ -312,17 +325,21 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
             break
     for t in range(t_end, max_steps):
         for i in range(osz):
-            rec_out[n, t, i] = out[i]
-    for i in range(ntot):
-        counts[n, i] = cnt[i]
-        values[n, i] = val[i]
+            rec_out[n, t, ext[ro + i]] = out[i]
+    for p in range(P):
+        off = pi[p, PI_OFF]
+        sz = pi[p, PI_SIZE]
+        b = N * off + n * sz - off
+        for i in range(off, off + sz):
+            counts[b + ext[i]] = cnt[i]
+            values[b + ext[i]] = val[i]
     qa_out[n] = qa
     silent_out[n] = silent
 
 
 @njit(cache=True, parallel=True)
 def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-              fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den, acc_tot, c_tot,
+              fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den, acc_tot, c_tot,
               blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
               counts, values, qa_out, silent_out):
     """Samples split into ``nchunks`` contiguous chunks run in parallel; one state per chunk (thread)."""
@@ -352,7 +369,7 @@ def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibu
         out = np.zeros(pi[P, PI_SIZE], dtype=theta.dtype)
         for n in range(lo, hi):
             run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-                       fan_in, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
+                       fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
                        v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx,
                        ev_in_sig, sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
                        do_raster, counts, values, qa_out, silent_out)
