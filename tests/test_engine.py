@@ -325,3 +325,21 @@ def test_overlapping_padded_maxpool_gates_equal_reference(preset, kernel, stride
 def _flat_size(g):
     from evsnn.reference import ann_forward
     return int(np.prod(ann_forward(g, np.zeros((1, 2, 7, 7))).shape[1:]))
+
+
+def test_stale_numba_cache_is_removed_when_engine_sources_change(tmp_path):
+    """Numba keys caches on one file's timestamp; the engine drops its cache when any engine source changes."""
+    from evsnn.engine import _cache
+    folder = tmp_path / "engine"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "kernels.py").write_text("x = 1\n")
+    stale = folder / "__pycache__" / "step.run_batch-1.py311.nbi"
+    stale.write_bytes(b"old")
+    assert _cache.invalidate_stale_cache(str(folder))  # no stamp yet: caches of unknown origin go
+    assert not stale.exists()
+    stale.write_bytes(b"fresh")
+    assert not _cache.invalidate_stale_cache(str(folder))  # same sources: cache kept
+    assert stale.exists()
+    (folder / "kernels.py").write_text("x = 2\n")
+    assert _cache.invalidate_stale_cache(str(folder))  # a kernel changed: cache dropped
+    assert not stale.exists()

@@ -6,6 +6,10 @@ the parallel batch driver), :mod:`.run` (the Python entry, :func:`simulate`, and
 :func:`prepare`, which packs a network once for many calls).
 """
 
-from evsnn.engine.run import BREAK_EVEN, Prepared, prepare, simulate
+from evsnn.engine._cache import invalidate_stale_cache
+
+invalidate_stale_cache()  # before any kernel is loaded from the Numba cache
+
+from evsnn.engine.run import BREAK_EVEN, Prepared, prepare, simulate  # noqa: E402
 
 __all__ = ["simulate", "prepare", "Prepared", "BREAK_EVEN"]

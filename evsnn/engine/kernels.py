@@ -56,13 +56,17 @@ def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, 
                  acc, track, mark, lst, n):
     """Implicit conv fan-out: event (y, x, c) adds s·w[ky, kx, ci, g·cog:(g+1)·cog] at every covered (oy, ox)."""
     cog = cout // groups
+    last = -1
+    x = y = 0
     for e in range(n_ev):
         j = ev_idx[e]
         s = ev_sig[e]
-        c = j % Cin
-        pos = j // Cin
-        x = pos % W
-        y = pos // W
+        pos = j // Cin  # events come sorted by index: runs of one position share the divisions below
+        c = j - pos * Cin
+        if pos != last:
+            last = pos
+            y = pos // W
+            x = pos - y * W
         g = c // cig
         ci = c - g * cig
         co0 = g * cog
@@ -70,18 +74,22 @@ def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, 
             ny = y + pt - ky
             if ny < 0:
                 break
-            if ny % sh != 0:
-                continue
-            oy = ny // sh
+            oy = ny
+            if sh != 1:  # integer division only for strided convs
+                if ny % sh != 0:
+                    continue
+                oy = ny // sh
             if oy >= Ho:
                 continue
             for kx in range(kw):
                 nx = x + pl - kx
                 if nx < 0:
                     break
-                if nx % sw != 0:
-                    continue
-                ox = nx // sw
+                ox = nx
+                if sw != 1:
+                    if nx % sw != 0:
+                        continue
+                    ox = nx // sw
                 if ox >= Wo:
                     continue
                 ob = (oy * Wo + ox) * cout + co0
@@ -133,33 +141,37 @@ def pool_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, p
 @njit(cache=True)
 def max_scatter(ev_idx, ev_sig, n_ev, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, pl, delta, track, mark, lst, n):
     """Max-pool gate input: delta[j] += s for every watched j; marks every gate position whose window covers j."""
+    last = -1
+    covered = False
     for e in range(n_ev):
         j = ev_idx[e]
         pos = j // C
-        x = pos % W
-        y = pos // W
-        covered = False
-        for ky in range(kh):
-            ny = y + pt - ky
-            if ny < 0:
-                break
-            if ny % sh != 0:
-                continue
-            oy = ny // sh
-            if oy >= Ho:
-                continue
-            for kx in range(kw):
-                nx = x + pl - kx
-                if nx < 0:
+        if pos != last:  # events come sorted by index: the C channels of a position share one window walk
+            last = pos
+            y = pos // W
+            x = pos - y * W
+            covered = False
+            for ky in range(kh):
+                ny = y + pt - ky
+                if ny < 0:
                     break
-                if nx % sw != 0:
+                if ny % sh != 0:
                     continue
-                ox = nx // sw
-                if ox >= Wo:
+                oy = ny // sh
+                if oy >= Ho:
                     continue
-                covered = True
-                if track:
-                    n = _mark(oy * Wo + ox, mark, lst, n)
+                for kx in range(kw):
+                    nx = x + pl - kx
+                    if nx < 0:
+                        break
+                    if nx % sw != 0:
+                        continue
+                    ox = nx // sw
+                    if ox >= Wo:
+                        continue
+                    covered = True
+                    if track:
+                        n = _mark(oy * Wo + ox, mark, lst, n)
         if covered:
             delta[j] += ev_sig[e]
     return n

@@ -53,26 +53,29 @@ def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, 
         for i in range(lo, hi):
             v[i] = v[i] + acc[i]
             acc[i] = 0
+    # threshold scan without a branch on the neuron (near 50 % activity a branch mispredicts half the time):
+    # every index is written, the count advances only on a spike; then the spikes are applied
+    n0 = n_ev
     for i in range(lo, hi):
+        ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
+        n_ev += 1 if v[i] >= theta[i] else 0
+    for e in range(n0, n_ev):
+        i = ev_idx[e]
         vi = v[i]
-        th = theta[i]
-        if vi >= th:
-            v[i] = vi - vi if zero_reset else vi - th
-            cnt[i] += 1
-            val[i] += 1.0
-            ev_idx[n_ev] = i
-            ev_sig[n_ev] = 1
-            n_ev += 1
+        v[i] = vi - vi if zero_reset else vi - theta[i]
+        cnt[i] += 1
+        val[i] += 1.0
+        ev_sig[e] = 1
     return n_ev
 
 
 @njit(cache=True, inline="always")
 def cif_sign(vi, th, c, cap):
     """s = clip(floor(v/θ), −1, 1), −1 only if S > 0, +1 only if S < cap."""
-    f = np.floor(vi / th)
-    if f >= 1:
+    q = vi / th  # floor(q) ≥ 1 ⟺ q ≥ 1 and floor(q) ≤ −1 ⟺ q < 0 (−0.0 and NaN give 0 either way)
+    if q >= 1:
         return 1 if c < cap else 0
-    if f <= -1:
+    if q < 0:
         return -1 if c > 0 else 0
     return 0
 
@@ -80,19 +83,33 @@ def cif_sign(vi, th, c, cap):
 @njit(cache=True)
 def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, ev_idx, ev_sig, n_ev):
     """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L)."""
+    # three passes, same result per neuron as the one-pass rule: integration (vectorises), a branch-free
+    # candidate scan (q = v/θ as in cif_sign), then the spikes
+    if on:
+        for i in range(lo, hi):
+            cur = (acc[i] + inp[i]) + bias[i]
+            acc[i] = 0
+            v[i] = v[i] + cur
+    else:
+        for i in range(lo, hi):
+            v[i] = v[i] + acc[i]
+            acc[i] = 0
+    n0 = n_ev
     for i in range(lo, hi):
-        cur = _current(acc, inp, bias, i, on)
+        q = v[i] / theta[i]
+        c = cnt[i]
+        ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
+        fire = ((q >= 1) & (c < cap)) | ((q < 0) & (c > 0))
+        n_ev += 1 if fire else 0
+    for e in range(n0, n_ev):
+        i = ev_idx[e]
+        vi = v[i]
         th = theta[i]
-        vi = v[i] + cur
-        s = cif_sign(vi, th, cnt[i], cap)
-        if s != 0:
-            vi = vi - th if s > 0 else vi + th
-            cnt[i] += s
-            val[i] += s
-            ev_idx[n_ev] = i
-            ev_sig[n_ev] = s
-            n_ev += 1
-        v[i] = vi
+        s = 1 if vi / th >= 1 else -1
+        v[i] = vi - th if s > 0 else vi + th
+        cnt[i] += s
+        val[i] += s
+        ev_sig[e] = s
     return n_ev
 
 
@@ -184,9 +201,22 @@ def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev
     """Max-pool gates at positions p0..p1: s = clip(max_i c_i − S, −1, 1); S += s. Returns (n_ev, still_off)."""
     still = False
     for p in range(p0, p1):
+        # the window clipped to the input once per position (window_max's bounds, hoisted out of the channels)
+        oy = p // Wo
+        ox = p - oy * Wo
+        y0 = max(oy * sh - pt, 0)
+        y1 = min(oy * sh - pt + kh, H)
+        x0 = max(ox * sw - pl, 0)
+        x1 = min(ox * sw - pl + kw, W)
         for c in range(C):
             i = p * C + c
-            d = window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl) - cnt[i]
+            m = -np.inf
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    q = cvals[(y * W + x) * C + c]
+                    if q > m:
+                        m = q
+            d = m - cnt[i]
             s = 1 if d >= 1 else (-1 if d <= -1 else 0)
             if s != 0:
                 cnt[i] += s
