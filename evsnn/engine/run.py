@@ -15,11 +15,11 @@ from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
 
 # Break-even activity (events / pre neurons) above which a projection's step runs dense (BLAS),
 # like a direction-optimizing BFS switching from push to pull. Model: break-even = event rate /
-# dense rate. Measured on one core of the development machine (bench/bench_kernels.py):
-# conv scatter ≈ 2.3e9 SOP/s vs im2col + sgemm ≈ 2e10 MAC/s → ≈ 12 %; CSR scatter ≈ 1e9 SOP/s vs
-# gemv ≈ 9e9 MAC/s → ≈ 11 %. float64 halves the BLAS rate, so its break-even doubles. Edit this
-# table (or run bench/bench_kernels.py and copy its measured break-evens) to re-calibrate.
-BREAK_EVEN = {"conv": 0.12, "csr": 0.12}
+# dense rate. Measured on one core of the development machine (bench/bench_kernels.py, 2026-11-23):
+# conv scatter ≈ 6.6e9 SOP/s vs im2col + sgemm ≈ 4.1e10 MAC/s → ≈ 16 %; CSR scatter ≈ 1.8e9 SOP/s
+# vs gemv ≈ 1.6e10–2.2e10 MAC/s → ≈ 10 %. float64 halves the BLAS rate, so its break-even doubles.
+# Edit this table (or run bench/bench_kernels.py and copy its measured break-evens) to re-calibrate.
+BREAK_EVEN = {"conv": 0.16, "csr": 0.10}
 PATHS = ("auto", "event", "dense")
 
 
