@@ -91,7 +91,6 @@ def test_rate_presets_error_shrinks_with_T(gx):
 def test_running_longer_reproduces_first_steps(gx, extra, preset):
     graph, x = gx
     if preset == "bitserial":
-        from evsnn.convert import quantize_graph  # noqa: F401
         from evsnn.ir import ann as A
         graph = A.AnnGraph([A.QuantAct(n.name, n.inputs, 3, 3 * n.scale / n.levels, n.phase)
                             if isinstance(n, A.QuantAct) else n for n in graph.nodes], graph.output)
@@ -158,7 +157,6 @@ def test_rate_input_of_binary_images_equals_analog_input(graph, data):
 def test_recurrent_projection_needs_a_delay():
     from evsnn.errors import ConversionError
     from evsnn.ir import snn as S
-    from strategies import graphs as _g  # noqa: F401
     from test_core_errors import small_graph
     net = convert(small_graph(), "casc")
     p = net.populations[0]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,31 +11,14 @@ import pytest
 from evsnn.convert import convert
 from evsnn.datasets import load_digits
 from evsnn.reference import ann_forward, ann_levels, simulate
+from scripts import ROOT, bench_script, has  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "evsnn" / "data"
-
-
-def _has(mod: str) -> bool:
-    try:
-        return importlib.util.find_spec(mod) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _bench(name: str):
-    key = f"evsnn_bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[key] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[key]
 
 
 def _bundled_graph(suffix: str):
     mod = {"onnx": "evsnn.frontends.onnx", "keras": "evsnn.frontends.keras"}[suffix]
-    if not _has(mod):
+    if not has(mod):
         pytest.skip(f"{mod} is not available")
     from evsnn.frontends import load_model
 
@@ -93,7 +73,7 @@ def test_bundled_model_exact_on_whole_test_split(preset):
 
 
 def test_paper_tables_help():
-    pt = _bench("paper_tables")
+    pt = bench_script("paper_tables")
     with pytest.raises(SystemExit) as e:
         pt.main(["--help"])
     assert e.value.code == 0
@@ -110,9 +90,9 @@ _NUM = re.compile(r"^[+-]?\d+(\.\d+)?")
 
 
 def test_paper_tables_quick(capsys):
-    if not _has("evsnn.frontends.onnx"):
+    if not has("evsnn.frontends.onnx"):
         pytest.skip("the ONNX frontend is not available")
-    pt = _bench("paper_tables")
+    pt = bench_script("paper_tables")
     n = 16
     text = pt.main(["--quick", "--simulator", "reference", "--limit", str(n), "--max-batches", "2",
                     "--steps", "1", "2", "--bits", "2"])
@@ -132,7 +112,7 @@ def test_paper_tables_quick(capsys):
     assert all(_NUM.match(c) for r in t2 for c in r)
 
     t3 = _rows(text, "## 3.")
-    if _has("torch"):
+    if has("torch"):
         assert [(r[0], r[2]) for r in t3] == [("2", "0.0"), ("2", "1.0")]
         assert "Effect of the popcount regularizer (β = 1.0)" in text
     else:
@@ -145,14 +125,14 @@ def test_paper_tables_quick(capsys):
 
 def test_paper_tables_without_training():
     """--no-train (as without torch): table 3 shows the bundled model's K = 3 row only."""
-    if not _has("evsnn.frontends.onnx"):
+    if not has("evsnn.frontends.onnx"):
         pytest.skip("the ONNX frontend is not available")
-    text = _bench("paper_tables").main(["--no-train", "--simulator", "reference", "--limit", "8", "--steps", "2"])
+    text = bench_script("paper_tables").main(["--no-train", "--simulator", "reference", "--limit", "8", "--steps", "2"])
     t3 = _rows(text, "## 3.")
     assert len(t3) == 1 and t3[0][:3] == ["3", "7", "0.0"] and t3[0][5] == "8/8"
 
 
 def test_train_digits_help():
     with pytest.raises(SystemExit) as e:
-        _bench("train_digits").main(["--help"])
+        bench_script("train_digits").main(["--help"])
     assert e.value.code == 0

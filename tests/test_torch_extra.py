@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,25 +15,7 @@ from torch import nn  # noqa: E402
 from evsnn.errors import ConversionError  # noqa: E402
 from evsnn.reference import ann_forward, ann_levels  # noqa: E402
 from evsnn.torch import QuantReLU, export_onnx, popcount, popcount_penalty, to_graph  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench(name: str):
-    key = f"evsnn_bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[key] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[key]
-
-
-def _has(mod: str) -> bool:
-    try:
-        return importlib.util.find_spec(mod) is not None
-    except (ImportError, ValueError):
-        return False
+from scripts import bench_script, has  # noqa: E402
 
 
 # ---------------------------------------------------------------- QuantReLU
@@ -185,12 +164,12 @@ def test_onnx_export_is_the_plain_pattern(tmp_path, round_half):
     x = _inputs()
     with torch.no_grad():
         want = m(torch.from_numpy(x)).numpy()
-    if _has("onnxruntime"):
+    if has("onnxruntime"):
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         np.testing.assert_allclose(sess.run(None, {"input": x})[0], want, atol=1e-5)
-    if _has("evsnn.frontends.onnx"):
+    if has("evsnn.frontends.onnx"):
         from evsnn.frontends import load_model
 
         g = load_model(path)
@@ -207,8 +186,8 @@ def test_onnx_export_is_the_plain_pattern(tmp_path, round_half):
 def test_train_digits_script_on_a_few_batches(tmp_path):
     pytest.importorskip("onnx")
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    td = _bench("train_digits")
-    want_keras = _has("keras") and _has("evsnn.keras") and os.environ.get("KERAS_BACKEND") == "torch"
+    td = bench_script("train_digits")
+    want_keras = has("keras") and has("evsnn.keras") and os.environ.get("KERAS_BACKEND") == "torch"
     args = ["--out-dir", str(tmp_path), "--epochs", "1", "--max-batches", "3", "--quiet"]
     if not want_keras:
         args.append("--no-keras")
@@ -230,7 +209,7 @@ def test_train_digits_script_on_a_few_batches(tmp_path):
     x = x[:64]
     for suffix, mod in (("onnx", "evsnn.frontends.onnx"), ("keras", "evsnn.frontends.keras")):
         f = tmp_path / f"digits_cnn.{suffix}"
-        if f.exists() and _has(mod):
+        if f.exists() and has(mod):
             from evsnn.frontends import load_model
 
             g = load_model(f)
@@ -240,7 +219,7 @@ def test_train_digits_script_on_a_few_batches(tmp_path):
 
 
 def test_train_digits_is_deterministic():
-    td = _bench("train_digits")
+    td = bench_script("train_digits")
     from evsnn.datasets import load_digits
 
     x, y = load_digits("train")

@@ -22,8 +22,8 @@ from numba import njit, prange
 from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
-    J_A, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST, K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_BIT, M_CIF,
-    M_IF, M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_GATE, PI_LEVELS, PI_MODEL, PI_NBLK, PI_OFF,
+    J_A, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST, K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_CIF,
+    M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_GATE, PI_LEVELS, PI_MODEL, PI_NBLK, PI_OFF,
     PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT, PI_TRACK,
 )
 
@@ -225,7 +225,6 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
     """
     P = pi.shape[0] - 1
     N = x.shape[0]
-    ntot = pi[P, PI_OFF]
     for p in range(P):
         off = pi[p, PI_OFF]
         for i in range(off, off + pi[p, PI_SIZE]):
