@@ -50,3 +50,26 @@ def test_two_convolutions_in_a_row_convert_exactly():
     x = rng.integers(0, 256, (3, 2, 6, 6)) / 256
     res = simulate(net, x, sleep="auto")
     np.testing.assert_allclose(res.readout[:, -1], 4 * ann_forward(g, x), atol=1e-12)
+
+
+def test_composition_keeps_the_grouping_so_zero_blocks_cost_no_synapses():
+    """pool ∘ grouped conv is still grouped: the fan-out (SOPs per spike) must not count zero blocks."""
+    from evsnn.ir import snn as S
+    grouped = conv(4, 4, 3, 1, 1, (4, 4, 4), groups=2)
+    op = compose([pool(2, (4, 8, 8)), grouped], (4, 8, 8))
+    assert op.kind == "conv" and op.groups == 2 and op.weight.shape[1] == 2
+    dw = compose([pool(2, (4, 8, 8)), conv(4, 4, 3, 1, 1, (4, 4, 4), groups=4)], (4, 8, 8))
+    assert dw.groups == 4 and dw.weight.shape[1] == 1
+    g = A.AnnGraph([A.Input("x", (), (4, 8, 8)), A.Conv("c0", ("x",), d(4, 4, 1, 1), d(4), (1, 1), (0,) * 4, 1),
+                    A.QuantAct("q0", ("c0",), 4, 1.0, 0.0), A.AvgPool("p", ("q0",), (2, 2), (2, 2)),
+                    A.Conv("c1", ("p",), grouped.weight, d(4), (1, 1), (1, 1, 1, 1), 2),
+                    A.QuantAct("q1", ("c1",), 4, 1.0, 0.0), A.Flatten("f", ("q1",)),
+                    A.Dense("o", ("f",), d(3, 64), d(3))], "o")
+    net = convert(g, "casc")
+    pr = next(p for p in net.projections if p.pre == "q0")
+    assert pr.groups == 2
+    # an interior input reaches 3×3 output positions × the 2 output channels of its group (36 if ungrouped)
+    assert S.fanout(pr).max() == 3 * 3 * 2
+    x = rng.integers(0, 256, (2, 4, 8, 8)) / 256
+    res = simulate(net, x, sleep="auto")
+    np.testing.assert_allclose(res.readout[:, -1], 4 * ann_forward(g, x), atol=1e-12)

@@ -138,6 +138,14 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
     event-count frame of one time bin).
     """
     p = get_preset(preset)
+    if levels is not None:
+        try:
+            lv = float(levels)
+        except (TypeError, ValueError):
+            lv = float("nan")
+        if isinstance(levels, bool) or not np.isfinite(lv) or lv != int(lv) or lv < 1:
+            raise ConversionError(f"levels must be a whole number ≥ 1, got {levels!r}")
+        levels = int(lv)
     if input_mode not in INPUT_MODES:
         raise ConversionError(f"unknown input mode {input_mode!r}; known: {', '.join(INPUT_MODES)}")
     if preset == "bitserial" and input_mode != "analog":
@@ -149,6 +157,9 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
     acts = [n for n in g.nodes if isinstance(n, (A.QuantAct, A.ClipAct))]
     lvls = sorted({int(n.levels) for n in acts if isinstance(n, A.QuantAct)})
     L = lvls[-1] if lvls else (int(levels) if levels else None)  # casc: T_w = the largest L
+    if p.exact and L is None:  # e.g. a model with no activation at all
+        raise ConversionError(f"preset {preset!r} needs quantized activations or levels (--levels L); "
+                              "the model has no activation")
     bits = bits_for_levels(L) if preset == "bitserial" else None
     # value of one spike (pre) and of one threshold (post), in ANN units; see the module docstring
     n_apply = 1.0 if preset != "casc" else float(L)  # wake steps that deliver input and bias

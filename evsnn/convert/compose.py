@@ -109,15 +109,26 @@ def _compose_convs(a: LinOp, b: LinOp) -> LinOp | None:
                 "om,mihw->oihw", kb[:, :, u, v], ka)
     pads = tuple(a.pads[i] + b.pads[i] * sa[i % 2] for i in range(4))
     stride = (sa[0] * b.stride[0], sa[1] * b.stride[1])
-    groups = 1
-    co, ci = k.shape[:2]
-    if co == ci and co > 1:
-        off = k.copy()
-        off[np.arange(co), np.arange(co)] = 0
-        if not off.any():
-            k = k[np.arange(co), np.arange(co)][:, None]
-            groups = co
+    k, groups = _regroup(k, (a.groups, b.groups))
     return LinOp("conv", a.in_shape, b.out_shape, k, stride, pads, groups)
+
+
+def _regroup(k: np.ndarray, hints) -> tuple[np.ndarray, int]:
+    """(Cout, Cin, kh, kw) kernel → its grouped form with the most groups it is block-diagonal for.
+
+    Keeping the grouping keeps zero blocks out of the synapse (SOP) count, not only out of the arithmetic.
+    """
+    co, ci = k.shape[:2]
+    for g in sorted({co if co == ci else 1, *hints}, reverse=True):
+        if g <= 1 or co % g or ci % g:
+            continue
+        cog, cig = co // g, ci // g
+        blocks = np.zeros((co, ci), dtype=bool)
+        for i in range(g):
+            blocks[i * cog:(i + 1) * cog, i * cig:(i + 1) * cig] = True
+        if not k[~blocks].any():
+            return np.concatenate([k[i * cog:(i + 1) * cog, i * cig:(i + 1) * cig] for i in range(g)]), g
+    return k, 1
 
 
 def chain_matrix(chain: list[LinOp], in_shape: tuple, chunk: int = 512) -> np.ndarray:
@@ -143,12 +154,17 @@ def compose(chain: list[LinOp], in_shape: tuple) -> LinOp:
     out_shape = chain[-1].out_shape if chain else in_shape
     if not core:
         return LinOp("reshape", in_shape, out_shape)
-    if len(core) == 1 and core[0].kind != "dense":
-        return core[0]
     if core[-1].kind == "dense":
         pre = chain[:next(i for i, op in enumerate(chain) if op is core[-1])]
-        w = core[-1].weight if not pre else core[-1].weight @ chain_matrix(pre, in_shape)
+        # Flatten/Identity keep the C-order neuron index: only real operators need the chain's matrix
+        w = core[-1].weight if len(core) == 1 else core[-1].weight @ chain_matrix(pre, in_shape)
         return LinOp("dense", in_shape, out_shape, w)
+    if len(out_shape) != 3:
+        # a conv/pool chain ending in a Flatten: the target population is a vector, which a
+        # windowed projection cannot address (its post shape must be (C, H, W)); use the matrix
+        return LinOp("dense", in_shape, out_shape, chain_matrix(chain, in_shape))
+    if len(core) == 1:
+        return core[0]
     convs = [_as_conv(op) for op in core]
     if all(c is not None for c in convs):
         acc = convs[0]

@@ -212,6 +212,10 @@ def _need(cond: bool, node: Node, msg: str) -> None:
 
 def _window_shape(n: Node, x: Shape, kernel, stride, pads, cout: int) -> Shape:
     _need(len(x) == 3, n, f"expects a (C, H, W) input, got shape {x}")
+    _need(len(tuple(kernel)) == 2 and all(int(k) >= 1 for k in kernel), n, f"kernel must be two sizes ≥ 1, got {kernel}")
+    _need(len(tuple(stride)) == 2 and all(int(s) >= 1 for s in stride), n, f"stride must be two steps ≥ 1, got {stride}")
+    _need(len(tuple(pads)) == 4 and all(int(p) >= 0 for p in pads), n,
+          f"pads must be four sizes ≥ 0 (top, left, bottom, right), got {pads}")
     ho = conv_out_size(x[1], kernel[0], stride[0], pads[0], pads[2])
     wo = conv_out_size(x[2], kernel[1], stride[1], pads[1], pads[3])
     _need(ho > 0 and wo > 0, n, f"window {kernel} larger than padded input {x}")
@@ -228,6 +232,11 @@ def _infer_shape(n: Node, ins: list[Shape]) -> Shape:
         return ins[0]
     _need(len(ins) == 1, n, f"expects one input, got {len(ins)}")
     x = ins[0]
+    if isinstance(n, (Conv, Dense)):
+        nd = 4 if isinstance(n, Conv) else 2
+        _need(isinstance(n.weight, np.ndarray) and n.weight.ndim == nd, n,
+              f"weight must be a {nd}-D array, got {getattr(n.weight, 'shape', n.weight)!r}")
+        _need(isinstance(n.bias, np.ndarray), n, "bias is missing (give zeros for a layer without bias)")
     if isinstance(n, Conv):
         co, cig, kh, kw = n.weight.shape
         _need(n.groups >= 1 and co % n.groups == 0, n, f"C_out={co} not divisible by groups={n.groups}")
@@ -244,10 +253,13 @@ def _infer_shape(n: Node, ins: list[Shape]) -> Shape:
         return (int(np.prod(x)),)
     if isinstance(n, (Identity, QuantAct, ClipAct, Relu)):
         if isinstance(n, QuantAct):
-            _need(int(n.levels) >= 1, n, f"levels must be ≥ 1, got {n.levels}")
-            _need(n.scale > 0, n, f"scale must be > 0, got {n.scale}")
-        if isinstance(n, ClipAct):
-            _need(n.scale > 0, n, f"scale must be > 0, got {n.scale}")
+            # levels must be a whole number: ann_forward uses it as given, convert as int(levels)
+            lv = float(n.levels)
+            _need(not isinstance(n.levels, bool) and np.isfinite(lv) and lv == int(lv) and lv >= 1, n,
+                  f"levels must be a whole number ≥ 1, got {n.levels}")
+            _need(np.isfinite(n.phase), n, f"phase must be finite, got {n.phase}")
+        if isinstance(n, (QuantAct, ClipAct)):
+            _need(np.isfinite(n.scale) and n.scale > 0, n, f"scale must be finite and > 0, got {n.scale}")
         return x
     raise ConversionError(f"node {n.name!r}: unknown node kind {type(n).__name__}")
 
@@ -260,5 +272,6 @@ def check_input(graph: AnnGraph, x: np.ndarray) -> np.ndarray:
         if x.shape == tuple(shape):
             x = x[None]
         else:
-            raise ShapeError(f"input data has shape {x.shape[1:]} per sample, the model expects {tuple(shape)}")
+            got = x.shape if x.ndim <= len(shape) else x.shape[1:]  # too few axes: not a batch, name it whole
+            raise ShapeError(f"input data has shape {got} per sample, the model expects {tuple(shape)}")
     return x

@@ -87,7 +87,8 @@ def check_batch(net: Network, x) -> np.ndarray:
     if x.ndim == len(want) and x.shape == want:
         x = x[None]
     if x.shape[1:] != want:
-        raise ShapeError(f"input data has shape {x.shape[1:]} per sample, the network expects {want}")
+        got = x.shape if x.ndim <= len(want) else x.shape[1:]  # too few axes: not a batch, name it whole
+        raise ShapeError(f"input data has shape {got} per sample, the network expects {want}")
     return x
 
 

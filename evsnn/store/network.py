@@ -58,6 +58,14 @@ def _get(group, cls, none_fields=()):
     return cls(**kw)
 
 
+def _in_order(group) -> list[str]:
+    """Member names pNNNN in numeric order (plain string order breaks past p9999: "p10000" < "p1001")."""
+    try:
+        return sorted(group, key=lambda k: int(k[1:]))
+    except ValueError:
+        raise FormatError(f"unexpected item names in {group.name}: {sorted(group)[:5]}") from None
+
+
 def save_network(net: S.Network, path: str | os.PathLike, source: dict | None = None) -> None:
     """Write ``net`` to ``path`` atomically; ``source`` (e.g. file name and sha256) goes into meta."""
     net.validate()
@@ -87,9 +95,9 @@ def load_network(path: str | os.PathLike) -> S.Network:
     """Read a network file; FormatError for anything that is not a readable evsnn-network file."""
     with open_h5(path, FORMAT, (VERSION,)) as f:
         try:
-            pops = [_get(f["populations"][k], S.Population, ("levels",)) for k in sorted(f["populations"])]
+            pops = [_get(f["populations"][k], S.Population, ("levels",)) for k in _in_order(f["populations"])]
             prs = []
-            for k in sorted(f["projections"]):
+            for k in _in_order(f["projections"]):
                 g = f["projections"][k]
                 kind = g.attrs["kind"]
                 kind = kind.decode() if isinstance(kind, bytes) else kind
