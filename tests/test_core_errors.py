@@ -127,3 +127,12 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(Exception):
         save_network(net, path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reserved_population_names_are_refused():
+    g = small_graph()
+    renamed = A.AnnGraph([dataclasses.replace(n, name="input") if n.name == "a1" else
+                          dataclasses.replace(n, inputs=("input",)) if n.inputs == ("a1",) else n
+                          for n in g.nodes], "d")
+    with pytest.raises(ConversionError, match="'input' is reserved"):
+        convert(renamed, "casc")

@@ -184,6 +184,10 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
         pops.append(S.Population(n.name, tuple(shapes[n.name]), model, np.ones(size), np.zeros(size), v0, lv,
                                  shift=p.shift, scale=scale[n.name]))
     sources = set(scale)
+    for pp in pops:
+        if pp.name in (S.INPUT, "readout"):
+            raise ConversionError(f"node {pp.name!r}: the name {pp.name!r} is reserved for evsnn's own "
+                                  "input/readout; rename this layer in the model")
 
     # affine offsets: every node's value when all sources output zero
     vals = {}
