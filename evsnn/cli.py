@@ -142,12 +142,11 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
     from evsnn import runner
     from evsnn.convert import get_preset
     from evsnn.store import save_network
-    from evsnn.store.results import check_writable
+    from evsnn.paths import check_writable, existing_file
 
     get_preset(preset)
     check_writable(output)
-    if not os.path.isfile(model):
-        raise UserError(f"model file not found: {model}")
+    existing_file(model, "a model file")
     stages = ["load model"] + (["load calibration data", "calibrate"] if calibrate else []) + ["convert", "save"]
     with progress_bar(len(stages), "converting", show=bool(calibrate)) as bar:
         seen = []
@@ -197,7 +196,7 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
         max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume):
     """Simulate NETWORK (a network file, or a model file with --preset) on DATA and write RESULTS.h5."""
     from evsnn import energy, runner
-    from evsnn.store.results import check_writable
+    from evsnn.paths import check_writable
 
     check_writable(output)
     sleep = parse_sleep(sleep)
@@ -351,7 +350,7 @@ def export_nir(network, output, preset, levels, calibrate, percentile, calibrate
     """
     from evsnn import runner
     from evsnn.nir_export import write_nir
-    from evsnn.store.results import check_writable
+    from evsnn.paths import check_writable
 
     check_writable(output)
     if preset is not None:

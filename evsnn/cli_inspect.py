@@ -9,11 +9,9 @@ frontends. Each ``describe_*`` returns ``(dict, text)``.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
-from evsnn.errors import FormatError
 
 
 def _range(a) -> str:
@@ -30,13 +28,9 @@ def _table(headers, rows) -> str:
 
 
 def describe(path: str) -> tuple[dict, str]:
-    from evsnn.store import file_format
+    from evsnn.store import existing_file, file_format
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise FormatError(f"{path} is a folder, not a file")
+    path = existing_file(path)
     fmt = file_format(path)
     if fmt == "evsnn-network":
         return describe_network(path)

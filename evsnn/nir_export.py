@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 
 import numpy as np
 import scipy.sparse as sp
 
 from evsnn.errors import ConversionError, EvsnnError
 from evsnn.ir import snn as S
+from evsnn.store.files import atomic_file
 
 RATE_PRESETS = ("if", "qcfs", "deng-gu")
 _NODE = {"conv": "Conv2d", "dense": "Affine"}
@@ -289,19 +289,6 @@ def write_nir(net: S.Network, path: str | os.PathLike):
     """Write ``to_nir(net)`` to ``path`` (HDF5, read with ``nir.read``) atomically; returns the graph."""
     nir = _nir()
     graph = to_nir(net)
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise EvsnnError(f"cannot write {path}: it is a folder")
-    if not os.path.isdir(folder):
-        raise EvsnnError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         nir.write(tmp, graph)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return graph

@@ -127,13 +127,9 @@ def convert_model(path: str, preset: str, levels: int | None = None, calibrate: 
 def prepare_network(path: str, preset: str | None = None, levels: int | None = None, calibrate: str | None = None,
                     percentile: float = 99.99, input_mode: str = "analog", stage=None):
     """A network file, or a model file converted with ``preset``; returns (network, info for /config)."""
-    from evsnn.store import file_format, load_network
+    from evsnn.store import existing_file, file_format, load_network
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise FormatError(f"{path} is a folder, not a network or model file")
+    path = existing_file(path, "a network or model file")
     fmt = file_format(path)
     info = {"network_file": "", "network_sha256": "", "converted": False}
     if fmt == "evsnn-network":

@@ -14,6 +14,7 @@ import os
 from importlib.metadata import entry_points
 
 from evsnn.errors import FormatError
+from evsnn.paths import existing_file
 
 BUILTIN = {"onnx": "evsnn.frontends.onnx", "keras": "evsnn.frontends.keras"}
 ENTRY_POINT_GROUP = "evsnn.frontends"
@@ -32,11 +33,7 @@ def available() -> dict[str, object]:
 
 def find_frontend(path: str | os.PathLike):
     """The first frontend whose ``can_open`` accepts ``path``; FormatError if none does."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"model file not found: {path}")
-    if os.path.isdir(path):
-        raise FormatError(f"{path} is a directory, not a model file")
+    path = existing_file(path, "a model file")
     fronts = available()
     for fe in fronts.values():
         if fe.can_open(path):

@@ -9,30 +9,24 @@ import tempfile
 import h5py
 
 from evsnn.errors import FormatError
+from evsnn.paths import check_writable, existing_file
 
 
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike, fmt: str, version: int):
-    """Open a temporary HDF5 file beside ``path``; rename it to ``path`` only if the block succeeds.
+def atomic_file(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     An exception (or a kill) leaves no file under the final name and removes the temporary one.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FormatError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise FormatError(f"cannot write {path}: folder {folder} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    path = check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(path))
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = fmt
-            f.attrs["format_version"] = version
-            yield f
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -40,11 +34,19 @@ def atomic_h5(path: str | os.PathLike, fmt: str, version: int):
         raise
 
 
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, fmt: str, version: int):
+    """An HDF5 file written through :func:`atomic_file`, its root carrying ``format``/``format_version``."""
+    with atomic_file(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = fmt
+            f.attrs["format_version"] = version
+            yield f
+
+
 def open_h5(path: str | os.PathLike, fmt: str, versions: tuple[int, ...]) -> h5py.File:
     """Open ``path`` for reading and check its format and version; FormatError with one line otherwise."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"file not found: {path}")
+    path = existing_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError:

@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 
 from evsnn.errors import FormatError
-from evsnn.store.files import open_h5
+from evsnn.store.files import check_writable, open_h5
 
 FORMAT = "evsnn-results"
 PARTIAL_FORMAT = "evsnn-results-partial"
@@ -77,19 +77,6 @@ def partial_path(path: str | os.PathLike) -> str:
     """Where the unfinished file of ``path`` lives: ``.<basename>.partial`` in the same folder."""
     path = os.path.abspath(os.fspath(path))
     return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".partial")
-
-
-def check_writable(path: str | os.PathLike) -> str:
-    """Absolute output path; FormatError (one line) if its folder is missing or not writable."""
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise FormatError(f"cannot write {path}: it is a folder")
-    if not os.path.isdir(folder):
-        raise FormatError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise FormatError(f"cannot write {path}: folder {folder} is not writable")
-    return path
 
 
 def _plain(v):
