@@ -256,12 +256,7 @@ def _topo(specs: list[KL.LayerSpec], output: str) -> list[KL.LayerSpec]:
                 KL.fail(s, f"reads layer {i!r}, which is not in the model")
     if output not in by_name:
         raise ConversionError(f"the model output names layer {output!r}, which is not in the model")
-    needed, todo = set(), [output]
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo.extend(by_name[name].inputs)
+    needed = A.ancestors(specs, output)
     specs = [s for s in specs if s.name in needed]
     done, order = set(), []
     while len(order) < len(specs):

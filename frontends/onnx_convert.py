@@ -369,11 +369,5 @@ def _fold(node: A.Node, scale, shift) -> None:
 
 def _prune(nodes: list[A.Node], output: str) -> list[A.Node]:
     """Drop nodes the output does not depend on (e.g. ones only read by Shape)."""
-    by_name = {n.name: n for n in nodes}
-    keep, stack = set(), [output]
-    while stack:
-        n = stack.pop()
-        if n not in keep:
-            keep.add(n)
-            stack.extend(by_name[n].inputs)
+    keep = A.ancestors(nodes, output)
     return [n for n in nodes if n.name in keep or isinstance(n, A.Input)]

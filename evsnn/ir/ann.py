@@ -205,6 +205,19 @@ class AnnGraph:
         self.shapes()
 
 
+def ancestors(items, output: str) -> set[str]:
+    """Names of ``output`` and everything it reads, transitively; ``items`` have ``name`` and ``inputs``
+    (graph nodes, or a frontend's layer records)."""
+    by_name = {it.name: it for it in items}
+    seen, todo = set(), [output]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(by_name[name].inputs)
+    return seen
+
+
 def _need(cond: bool, node: Node, msg: str) -> None:
     if not cond:
         raise ConversionError(f"node {node.name!r} ({node.kind}): {msg}")
@@ -264,14 +277,18 @@ def _infer_shape(n: Node, ins: list[Shape]) -> Shape:
     raise ConversionError(f"node {n.name!r}: unknown node kind {type(n).__name__}")
 
 
+def as_batch(x, shape, expects: str = "the model") -> np.ndarray:
+    """``x`` as float64 (N, *shape) (one unbatched sample gets N = 1); ShapeError naming both shapes."""
+    x = np.asarray(x, dtype=np.float64)
+    want = tuple(shape)
+    if x.shape == want:
+        x = x[None]
+    if x.shape[1:] != want:
+        got = x.shape if x.ndim <= len(want) else x.shape[1:]  # too few axes: not a batch, name it whole
+        raise ShapeError(f"input data has shape {got} per sample, {expects} expects {want}")
+    return x
+
+
 def check_input(graph: AnnGraph, x: np.ndarray) -> np.ndarray:
     """Return ``x`` as float64 (N, *input_shape); raise ShapeError naming both shapes if it does not fit."""
-    x = np.asarray(x, dtype=np.float64)
-    shape = graph.input.shape
-    if x.shape[1:] != tuple(shape):
-        if x.shape == tuple(shape):
-            x = x[None]
-        else:
-            got = x.shape if x.ndim <= len(shape) else x.shape[1:]  # too few axes: not a batch, name it whole
-            raise ShapeError(f"input data has shape {got} per sample, the model expects {tuple(shape)}")
-    return x
+    return as_batch(x, graph.input.shape)

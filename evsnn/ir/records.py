@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evsnn.errors import ConversionError, ShapeError
+from evsnn.ir.ann import as_batch
 from evsnn.ir.snn import Network
 
 DEFAULT_MAX_SLEEP = 1000
@@ -84,12 +85,7 @@ def check_batch(net: Network, x) -> np.ndarray:
         if (x < 0).any() or (x != np.round(x)).any() or (x > 255).any():
             raise ShapeError("event input must hold integer event counts 0..255 per bin and neuron")
         return x
-    if x.ndim == len(want) and x.shape == want:
-        x = x[None]
-    if x.shape[1:] != want:
-        got = x.shape if x.ndim <= len(want) else x.shape[1:]  # too few axes: not a batch, name it whole
-        raise ShapeError(f"input data has shape {got} per sample, the network expects {want}")
-    return x
+    return as_batch(x, want, "the network")
 
 
 def input_spikes(net: Network, x: np.ndarray, plan: RunPlan) -> np.ndarray | None:
