@@ -93,6 +93,8 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     states = {p.name: _State(p, n, int(np.prod(gates[p.name].pre_shape)) if p.name in gates else None) for p in pops}
     fan = {name: sum((S.fanout(pr) for pr in net.outgoing(name)), np.zeros(1, dtype=np.int64))
            for name in [S.INPUT] + [p.name for p in pops]}
+    # every input projection is applied at every "on" step: analog MACs = the input's total fan-out
+    macs_on = int(fan[S.INPUT].sum()) if rate is None else 0
     max_delay = max((pr.delay for pr in net.projections), default=0)
     history: dict[str, list] = {p.name: [] for p in pops}  # signals of the last max_delay+1 steps, newest last
 
@@ -109,7 +111,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         h = history[pre]
         return h[-delay] if len(h) >= delay else None
 
-    def current_into(target, size, t, now, macs):
+    def current_into(target, size, t, now):
         cur = np.zeros((n, size))
         on = (t == 0) if bitserial else (t < plan.wake)
         for pr in incoming[target]:
@@ -119,8 +121,6 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
                 if on:
                     sig = xin if rate is None else rate[:, t].astype(np.float64)
                     cur += apply_projection(pr, sig)
-                    if rate is None:
-                        macs += int(S.fanout(pr).sum())
                 continue
             sig = signal_at(pr.pre, pr.delay, now)
             if sig is not None and sig.any():
@@ -131,10 +131,9 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         if plan.auto and t >= plan.wake and (quiet_at >= 0).all():
             break
         now, spikes = {}, {}
-        macs = np.zeros(n, dtype=np.int64)
         for p in pops:
             st = states[p.name]
-            cur, on = current_into(p.name, p.size, t, now, macs)
+            cur, on = current_into(p.name, p.size, t, now)
             if on:
                 cur += p.bias
             if p.name in gates:
@@ -145,7 +144,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
             s, sig = _step_population(p, st, cur, t, plan, net, slots.get(p.name, 0), gates.get(p.name))
             st.value += sig
             now[p.name], spikes[p.name] = sig, s
-        cur, on = current_into(net.readout.name, net.readout.size, t, now, macs)
+        cur, on = current_into(net.readout.name, net.readout.size, t, now)
         out = out + cur + (net.readout.bias if on else 0.0)
         for p in pops:
             history[p.name] = (history[p.name] + [now[p.name]])[-(max_delay + 1):]
@@ -153,7 +152,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         rec_pos.append({k: (s > 0).sum(axis=1) for k, s in spikes.items()})
         rec_neg.append({k: (s < 0).sum(axis=1) for k, s in spikes.items()})
         rec_sops.append({k: np.abs(s).astype(np.int64) @ fan[k] for k, s in spikes.items()})
-        rec_macs.append(macs)
+        rec_macs.append(np.full(n, macs_on if on else 0, dtype=np.int64))
         if "raster" in plan.record:
             rec_raster.append(spikes)
         if rate is not None:
