@@ -282,11 +282,9 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
         raise EvsnnError(f"--threads must be ≥ 1, got {opts.threads}")
     if opts.dtype not in ("float32", "float64"):
         raise EvsnnError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    for r in opts.record:
-        if r not in ("counts", "raster"):
-            raise EvsnnError(f"unknown record kind {r!r}; known: counts, raster")
     sim, engine = get_simulator(opts.engine)
     sleep = default_sleep(net, opts.sleep)
+    # make_plan checks the record kinds and the schedule before anything is written
     plan = make_plan(net, opts.wake, sleep, opts.max_sleep, opts.record, opts.seed, opts.allow_inexact)
     n = len(x)
     if n == 0:
