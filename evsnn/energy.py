@@ -184,18 +184,7 @@ def network_ann_ops(net: S.Network) -> dict[str, dict[str, int]]:
     return out
 
 
-def layer_fanout(net: S.Network) -> dict[str, np.ndarray]:
-    """name → (size,) int64 SOPs one spike of each neuron costs (sum over outgoing projections).
-
-    Includes :data:`evsnn.ir.INPUT` (the rate-coded input's spikes).
-    """
-    out = {}
-    for name, size in [(S.INPUT, net.input_size)] + [(p.name, p.size) for p in net.populations]:
-        f = np.zeros(size, dtype=np.int64)
-        for pr in net.outgoing(name):
-            f += S.fanout(pr)
-        out[name] = f
-    return out
+layer_fanout = S.source_fanouts  # name → (size,) SOPs per spike of each neuron, INPUT included
 
 
 def sop_count(net: S.Network, name: str, spikes: np.ndarray) -> int:

@@ -6,12 +6,12 @@ from evsnn.ir.ann import (
 )
 from evsnn.ir.snn import (
     INPUT, ConvProjection, DenseProjection, IdentityProjection, MaxProjection, Network, PoolProjection,
-    Population, Projection, Readout, fanout,
+    Population, Projection, Readout, fanout, source_fanouts,
 )
 
 __all__ = [
     "ACTIVATIONS", "LINEAR", "Add", "AnnGraph", "AvgPool", "ClipAct", "Conv", "Dense", "Flatten", "Identity",
     "Input", "MaxPool", "Node", "QuantAct", "Relu", "check_input",
     "INPUT", "ConvProjection", "DenseProjection", "IdentityProjection", "MaxProjection", "Network",
-    "PoolProjection", "Population", "Projection", "Readout", "fanout",
+    "PoolProjection", "Population", "Projection", "Readout", "fanout", "source_fanouts",
 ]

@@ -236,3 +236,15 @@ def fanout(pr: Projection) -> np.ndarray:
     if isinstance(pr, IdentityProjection):
         return np.ones(int(np.prod(pr.pre_shape)), dtype=np.int64)
     raise TypeError(f"unknown projection kind {type(pr).__name__}")
+
+
+def source_fanouts(net: Network) -> dict[str, np.ndarray]:
+    """name → (size,) int64 SOPs one spike of each neuron costs: :func:`fanout` summed over its
+    outgoing projections, for every population and :data:`INPUT` (rate or event input spikes)."""
+    out = {}
+    for name, size in [(INPUT, net.input_size)] + [(p.name, p.size) for p in net.populations]:
+        f = np.zeros(size, dtype=np.int64)
+        for pr in net.outgoing(name):
+            f += fanout(pr)
+        out[name] = f
+    return out

@@ -91,8 +91,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     gates = {p.name: next(pr for pr in incoming[p.name] if isinstance(pr, S.MaxProjection))
              for p in pops if p.model == "maxpool"}
     states = {p.name: _State(p, n, int(np.prod(gates[p.name].pre_shape)) if p.name in gates else None) for p in pops}
-    fan = {name: sum((S.fanout(pr) for pr in net.outgoing(name)), np.zeros(1, dtype=np.int64))
-           for name in [S.INPUT] + [p.name for p in pops]}
+    fan = S.source_fanouts(net)
     # every input projection is applied at every "on" step: analog MACs = the input's total fan-out
     macs_on = int(fan[S.INPUT].sum()) if rate is None else 0
     max_delay = max((pr.delay for pr in net.projections), default=0)
