@@ -26,7 +26,9 @@ error up to 2^−16 level. A real-valued input within 2^−16 of a level below a
 boundary is rounded up (the only values on which it differs from the tool).
 
 The node is named ``<layer>_<what>`` (e.g. ``conv2_iq``) and recorded in
-``Builder.quantizers["<layer>/<what>"]``.
+``Builder.quantizers["<layer>/<what>"]`` as {"node": the QuantAct, "output": the node
+holding the quantizer's value in Keras' shape (a rebuilt MaxPool/Flatten, or the
+QuantAct), "hwc": (H, W, C) when the QuantAct is a vector in flattened NCHW order}.
 """
 
 from __future__ import annotations
@@ -161,7 +163,8 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
                        "convolution shares one scale per channel; supported: per-channel or per-layer bit widths "
                        "on (H, W, C) maps, per-neuron ones on vectors")
         top = b.add(A.QuantAct(name, (at,), levels=q.levels, scale=q.scale, phase=q.phase + TIE))
-    b.quantizers[f"{spec.name}/{what}"] = {"node": name, "hwc": list(x.hwc) if below is None and x.hwc else None}
+    b.quantizers[f"{spec.name}/{what}"] = {"node": name, "output": top,
+                                           "hwc": list(x.hwc) if below is None and x.hwc else None}
     return Tensor(top, x.shape, x.hwc), graph_to_keras(q.post, x)
 
 
