@@ -10,9 +10,11 @@ import numpy as np
 from evsnn.errors import ConversionError
 from evsnn.frontends.keras import hgq
 from evsnn.frontends.keras import layers as KL
+from evsnn.frontends.keras import qkeras
 from evsnn.ir import ann as A
 
-SUPPORTED = KL.SUPPORTED + tuple(f"{c} (HGQ2)" for c in sorted(hgq.CONVERTERS))
+SUPPORTED = (KL.SUPPORTED + tuple(f"{c} (HGQ2)" for c in sorted(hgq.CONVERTERS))
+             + tuple(f"{c} (QKeras)" for c in sorted(qkeras.CONVERTERS)))
 
 
 def converter(spec: KL.LayerSpec):
@@ -20,6 +22,8 @@ def converter(spec: KL.LayerSpec):
     cls = hgq.ALIASES.get(spec.cls, spec.cls)
     if cls in hgq.CONVERTERS and hgq.is_hgq(spec):
         return hgq.CONVERTERS[cls]
+    if spec.cls in qkeras.CONVERTERS and qkeras.is_qkeras(spec):
+        return qkeras.CONVERTERS[spec.cls]
     return KL.CONVERTERS.get(spec.cls)
 
 # ---------------------------------------------------------------- layer specs → graph
