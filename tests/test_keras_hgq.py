@@ -270,3 +270,27 @@ def test_missing_quantizer_variables_are_reported(tmp_path):
     path = rewrite("hgq_digits", tmp_path, weights=lambda h: h.__delitem__("layers/q_dense/iq"))
     with pytest.raises(ConversionError, match=r"layer 'logits' \(QDense\): the file holds no variables for the iq"):
         kfront.load(path)
+
+
+def test_cli_reports_unsupported_quantizer_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from evsnn.cli import cli
+
+    path = rewrite("hgq_digits", tmp_path, config=set_iq("conv2", round_mode="RND_CONV"))
+    r = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "net.h5")])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output
+    assert "layer 'conv2' (QConv2D)" in lines[0] and "supported: TRN" in lines[0]
+
+
+def test_cli_converts_hgq_model(tmp_path):
+    from click.testing import CliRunner
+
+    from evsnn.cli import cli
+
+    r = CliRunner().invoke(cli, ["convert", str(FIXTURES / "hgq_digits.keras"), "--preset", "casc",
+                                 "-o", str(tmp_path / "net.h5")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "net.h5").is_file()

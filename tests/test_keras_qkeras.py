@@ -166,3 +166,14 @@ def test_fused_quantized_activation_in_qdense(tmp_path):
     q = graph.node("logits")
     assert q.kind == "quant" and q.levels == 15 and q.scale == 15 * 2.0 ** -2 and q.inputs == ("logits_preact",)
     assert graph.meta["quantizers"]["logits/activation"]["node"] == "logits"
+
+
+def test_inspect_shows_half_even_rounding():
+    from click.testing import CliRunner
+
+    from evsnn.cli import cli
+
+    r = CliRunner().invoke(cli, ["inspect", str(FIXTURES / "qkeras_digits.keras")])
+    assert r.exit_code == 0, r.output
+    act1 = next(line for line in r.output.splitlines() if line.startswith("act1 "))
+    assert "L = 7" in act1 and "rounding half_even" in act1
