@@ -294,3 +294,30 @@ def test_cli_converts_hgq_model(tmp_path):
                                  "-o", str(tmp_path / "net.h5")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "net.h5").is_file()
+
+
+# ---------------------------------------------------------------- tie margin (frontends/keras/ties.py)
+
+def test_frac_bits():
+    from evsnn.frontends.keras.ties import frac_bits
+    assert frac_bits([0.5, 0.25, 3.0]) == 2
+    assert frac_bits([4.0, 0.0]) == 0
+    assert frac_bits([]) == 0
+    assert frac_bits([np.float32(0.1)]) == 27  # a float32 weight: 24-bit mantissa, 2^-4 ≤ 0.1 < 2^-3
+    assert frac_bits([2.0 ** -70]) is None  # beyond 60 bits
+
+
+def test_tie_margin_only_where_the_grid_is_proven(tmp_path):
+    from evsnn.frontends.keras.ties import TIE
+
+    graph, *_ = tool("hgq_digits")
+    assert {k: v["tie_margin"] for k, v in graph.meta["quantizers"].items()} == {
+        "conv1/iq": TIE, "conv2/iq": TIE, "logits/iq": TIE}  # input-fed, and 9-bit grids (≤ 16)
+    assert graph.node("conv2_iq").phase == 0.5 + TIE
+
+    def float_kernel(cfg):  # conv1 without a kernel quantizer: its float weights put conv2's input on no grid
+        layer_cfg(cfg, "conv1")["kq_conf"]["config"]["q_type"] = "dummy"
+    g = kfront.load(rewrite("hgq_digits", tmp_path, config=float_kernel))
+    assert g.meta["quantizers"]["conv2/iq"]["tie_margin"] == 0.0
+    assert g.node("conv2_iq").phase == 0.5
+    assert g.meta["quantizers"]["logits/iq"]["tie_margin"] == TIE

@@ -16,14 +16,7 @@ and its :class:`~.fixed_point.ActQuant`:
   for the reading layer to fold into its kernel (:func:`kernel_rows`), or is
   emitted as an affine after the node (:func:`apply_post`).
 
-Ties. Fixed-point models put pre-activations on a dyadic grid, so y = z·2^f + φ
-often is an exact integer, which the tools round up; casc sums it from L wake
-steps of y/L in floating point and may land just below. The ``QuantAct``
-phase is therefore φ + 2^−16: identical on every value whose level-unit
-pre-activation has at most 16 fractional bits (fixed-point weights and
-activations of HGQ2/QKeras models: f_w + f_in − f ≤ 16), and robust to float
-error up to 2^−16 level. A real-valued input within 2^−16 of a level below a
-boundary is rounded up (the only values on which it differs from the tool).
+The tie margin of fixed-point quantizers is added later, by :mod:`.ties`.
 
 The node is named ``<layer>_<what>`` (e.g. ``conv2_iq``) and recorded in
 ``Builder.quantizers["<layer>/<what>"]`` as {"node": the QuantAct, "output": the node
@@ -40,7 +33,6 @@ from evsnn.frontends.keras.layers import Builder, LayerSpec, Tensor, _affine, fa
 from evsnn.ir import ann as A
 
 NONNEG = (A.Relu, A.QuantAct, A.ClipAct)
-TIE = 2.0 ** -16  # added to the phase: ties (the tools round them up) stay up in a simulator's float sums
 
 
 def keras_to_graph(arr: np.ndarray, x: Tensor) -> np.ndarray:
@@ -148,7 +140,7 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
     pre = _down(chain, q.pre, shapes)
     below = _scaled(b, spec, what, base, shapes[base], pre) if pre is not None else None
     if below is not None:
-        top = b.add(A.QuantAct(name, (below,), levels=q.levels, scale=q.scale, phase=q.phase + TIE))
+        top = b.add(A.QuantAct(name, (below,), levels=q.levels, scale=q.scale, phase=q.phase))
         for node in reversed(chain):
             top = _copy(b, node, top, name)
     else:
@@ -162,7 +154,7 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
             fail(spec, f"the {what} quantizer's step 2^-f varies over the positions of a feature map, and a "
                        "convolution shares one scale per channel; supported: per-channel or per-layer bit widths "
                        "on (H, W, C) maps, per-neuron ones on vectors")
-        top = b.add(A.QuantAct(name, (at,), levels=q.levels, scale=q.scale, phase=q.phase + TIE))
+        top = b.add(A.QuantAct(name, (at,), levels=q.levels, scale=q.scale, phase=q.phase))
     b.quantizers[f"{spec.name}/{what}"] = {"node": name, "output": top,
                                            "hwc": list(x.hwc) if below is None and x.hwc else None}
     return Tensor(top, x.shape, x.hwc), graph_to_keras(q.post, x)
