@@ -321,3 +321,26 @@ def test_tie_margin_only_where_the_grid_is_proven(tmp_path):
     assert g.meta["quantizers"]["conv2/iq"]["tie_margin"] == 0.0
     assert g.node("conv2_iq").phase == 0.5
     assert g.meta["quantizers"]["logits/iq"]["tie_margin"] == TIE
+
+
+@pytest.mark.parametrize("q_type, rnd", [("kif", "TRN"), ("kbi", "RND"), ("kbi", "TRN")])
+def test_wrap_weight_quantizers_match_hgq2(tmp_path, q_type, rnd):
+    """Trainable WRAP weight quantizers: HGQ2 only rounds (kif always, kbi for RND); the graph does the same."""
+    pytest.importorskip("hgq")
+    import keras
+    from hgq.config import QuantizerConfig
+    from hgq.layers import QDense
+
+    bits = dict(k0=True, i0=0, f0=3) if q_type == "kif" else dict(k0=True, b0=4, i0=0)
+    kq = QuantizerConfig(q_type, "weight", round_mode=rnd, overflow_mode="WRAP", **bits)
+    iq = QuantizerConfig("kif", "datalane", k0=False, i0=1, f0=3, round_mode="TRN", overflow_mode="SAT",
+                         homogeneous_axis=(0, 1))
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((12,)), QDense(6, kq_conf=kq, iq_conf=iq, name="d")])
+    w = model.get_layer("d").get_weights()
+    w[0] = np.random.default_rng(0).normal(0, 1.5, w[0].shape).astype(np.float32)  # many weights beyond ±1
+    model.get_layer("d").set_weights(w)
+    path = tmp_path / "wrap.keras"
+    model.save(path)
+    x = np.random.default_rng(1).integers(0, 16, (64, 12)).astype(np.float32) / 8
+    np.testing.assert_allclose(ann_forward(kfront.load(path), x), model.predict(x, verbose=0), rtol=0, atol=1e-5)

@@ -73,11 +73,11 @@ def _kif(spec: LayerSpec, what: str, conf: dict) -> tuple[np.ndarray, np.ndarray
     if got["k"].dtype != np.uint8:
         fail(spec, f"the {what} quantizer's variables are not in HGQ2's order ({order}, k as uint8); found dtypes "
                    f"{[str(a.dtype) for a in v]}")
-    k, a, c = (np.asarray(got[n], dtype=np.float64) for n in "k" + order.replace("k", "")[:2])
+    k = np.asarray(got["k"], dtype=np.float64)
+    i = np.round(np.asarray(got["i"], dtype=np.float64))
     if qt == "kif":
-        return k, np.round(a), np.round(c)
-    b, i = np.round(a), np.round(c)
-    return k, i, b - i
+        return k, i, np.round(np.asarray(got["f"], dtype=np.float64))
+    return k, i, np.round(np.asarray(got["b"], dtype=np.float64)) - i
 
 
 def _enabled(spec: LayerSpec, what: str) -> dict | None:
