@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from evsnn.errors import ConversionError
 from evsnn.frontends.keras import hgq
 from evsnn.frontends.keras import layers as KL
 from evsnn.frontends.keras import qkeras, ties

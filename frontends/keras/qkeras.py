@@ -34,7 +34,6 @@ import re
 import numpy as np
 
 from evsnn.frontends.keras import layers as KL
-from evsnn.frontends.keras import qat
 from evsnn.frontends.keras.layers import Builder, LayerSpec, Tensor, fail
 from evsnn.ir import ann as A
 

@@ -9,13 +9,16 @@ Formats (decided by content, not suffix):
   ``model.weights.h5``, whose groups ``layers/<snake_case class>[_n]/vars``
   hold a layer's variables ``0, 1, …`` and (recent Keras 3) a ``name`` attribute
   with the layer name; without it the path is rebuilt from the class names.
+  Sub-layers' variables (an HGQ2 layer's quantizers) sit in nested groups
+  ``…/<path>/vars`` and reach the converters as ``LayerSpec.parts[path]``.
 - Legacy HDF5 (``model.save("x.h5")`` in Keras 2 or 3): root attribute
   ``model_config`` (JSON) and group ``model_weights/<layer>`` whose attribute
   ``weight_names`` lists the layer's datasets in order.
 
 Sequential and Functional models (Keras 3 and Keras 2 config styles) with one
 input and one output; layers: see :data:`SUPPORTED` and
-:mod:`evsnn.frontends.keras_layers` for layout, naming and folding rules.
+:mod:`evsnn.frontends.keras.layers` for layout, naming and folding rules;
+QAT layers: :mod:`.hgq` (HGQ2) and :mod:`.qkeras` (QKeras).
 The graph is NCHW: a 4-D Keras output (N, H, W, C) appears as (N, C, H, W);
 a flattened output keeps Keras' order (a permutation node is added if needed).
 
@@ -24,7 +27,9 @@ a flattened output keeps Keras' order (a permutation node is added if needed).
 output, for every layer whose output survives folding), ``tensors`` (node →
 the Keras layer that produces its value, as other frontends) and ``flatten_hwc``
 (layer → (H, W, C) for vectors held in NCHW-flattened order; see
-:func:`keras_layers.keras_order`).
+:func:`layers.keras_order`) and ``quantizers`` ("<layer>/<quantizer>" of a QAT
+layer → {"node": its QuantAct, "output": the node holding its value in Keras'
+shape, "hwc", "tie_margin"}; see :mod:`.qat` and :mod:`.ties`).
 """
 
 from __future__ import annotations
