@@ -197,6 +197,7 @@ def set_iq(name: str, **kw):
     (set_iq("conv2", round_mode="RND_CONV"), r"round_mode 'RND_CONV' is not supported on activations.*TRN"),
     (set_iq("conv2", q_type="float"), r"q_type='float' is not supported; supported: fixed-point 'kif', 'kbi'"),
     (set_iq("conv2", scaler=2.0), r"scaler=2.0 is not supported"),
+    (lambda cfg: layer_cfg(cfg, "conv2").update(activation="tanh"), r"activation 'tanh' is not supported"),
 ])
 def test_unsupported_quantizer_config_names_layer(tmp_path, edit, match):
     path = rewrite("hgq_digits", tmp_path, config=edit)

@@ -145,7 +145,7 @@ def _linear(plain: str, convert):
         weights = _kernel_bias(spec)
         if post is not None:
             weights[0] = qat.kernel_rows(spec, weights[0], post, int(spec.config.get("groups") or 1))
-        inner = LayerSpec(spec.name, plain, spec.config, spec.inputs, weights)
+        inner = LayerSpec(spec.name, spec.cls, spec.config, spec.inputs, weights)
         return _finish(b, spec, convert(b, inner, [x]))
 
     run.__doc__ = f"HGQ2 Q{plain}: iq → {plain} with kq/bq-quantized kernel and bias → oq."
@@ -157,7 +157,7 @@ def _plain(plain: str, convert):
         x, post = quantize_act(b, spec, _one(spec, xs), "iq")
         if post is not None:
             x = qat.apply_post(b, spec, x, post, "iq")
-        return _finish(b, spec, convert(b, LayerSpec(spec.name, plain, spec.config, spec.inputs), [x]))
+        return _finish(b, spec, convert(b, LayerSpec(spec.name, spec.cls, spec.config, spec.inputs), [x]))
 
     run.__doc__ = f"HGQ2 Q{plain}: iq → {plain} → oq."
     return run

@@ -162,11 +162,12 @@ def _linear(plain: str, convert):
             isinstance(act, dict) and act.get("class_name") == "function")
         q = None if keras_act else parse(spec, "activation", act)
         if q is None:
-            return convert(b, LayerSpec(spec.name, plain, spec.config, spec.inputs, w), xs)
+            return convert(b, LayerSpec(spec.name, spec.cls, spec.config, spec.inputs, w), xs)
         levels, lam = _activation_quantizer(spec, "activation", q)
-        cfg = dict(spec.config, activation="linear")
-        y = convert(b, LayerSpec(b.unique(f"{spec.name}_preact"), plain, cfg, spec.inputs, w), xs)
-        return _activate(b, spec, y, "activation", levels, lam)
+        y = convert(b, LayerSpec(spec.name, spec.cls, dict(spec.config, activation="linear"), spec.inputs, w), xs)
+        linear = b.nodes[-1]  # the Conv/Dense named after the layer: rename it, the quantizer takes the name
+        linear.name = b.unique(f"{spec.name}_preact")
+        return _activate(b, spec, Tensor(linear.name, y.shape, y.hwc), "activation", levels, lam)
 
     run.__doc__ = f"QKeras Q{plain}: quantized_bits kernel/bias → {plain} → quantized activation."
     return run
