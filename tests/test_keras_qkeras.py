@@ -23,6 +23,7 @@ from evsnn.datasets import load_digits
 from evsnn.errors import ConversionError
 from evsnn.frontends import keras as kfront
 from evsnn.frontends.keras import qkeras as QK
+from evsnn.frontends.keras.ties import frac_bits
 from evsnn.reference.ann import ann_forward, ann_levels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
@@ -141,8 +142,10 @@ def edited(tmp_path: Path, edit) -> Path:
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda c: c["conv2"]["kernel_quantizer"]["config"].update(alpha="auto_po2"),
-     r"layer 'conv2' \(QConv2D\): kernel_quantizer quantized_bits alpha='auto_po2' computes its scale"),
+    (lambda c: c["conv2"]["kernel_quantizer"]["config"].update(alpha="auto_po3"),
+     r"layer 'conv2' \(QConv2D\): kernel_quantizer quantized_bits.*alpha='auto_po3' is unknown"),
+    (lambda c: c["conv2"]["kernel_quantizer"]["config"].update(alpha="auto", scale_axis=0),
+     r"layer 'conv2' \(QConv2D\): kernel_quantizer .*scale_axis / elements_per_scale are not supported"),
     (lambda c: c["act1"].update(activation="quantized_relu(3,1,0,0.25)"),
      r"layer 'act1' \(QActivation\): activation quantized_relu negative_slope=0.25 is not supported"),
     (lambda c: c["act2"].update(activation="quantized_po2(4)"),
@@ -177,3 +180,55 @@ def test_inspect_shows_half_even_rounding():
     assert r.exit_code == 0, r.output
     act1 = next(line for line in r.output.splitlines() if line.startswith("act1 "))
     assert "L = 7" in act1 and "rounding half_even" in act1
+
+
+def np_auto_quantized_bits(x, bits, integer, alpha):
+    """quantized_bits.__call__, alpha "auto"/"auto_po2" branch (symmetric, scale_axis None, channels last),
+    transcribed op by op from qkeras/quantizers.py with _get_least_squares_scale / _get_scale_mean."""
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    m, m_i = f32(2.0 ** (bits - 1)), f32(2.0 ** integer)
+    axis = tuple(range(x.ndim - 1))
+    x = x / m_i
+    levels = f32((2 ** (bits - 1) - 1) * 2)
+    scale = (np.max(np.abs(x), axis=axis, keepdims=True) * 2) / levels
+    if "po2" in alpha:
+        scale = f32(2.0) ** np.round(np.log(scale + f32(1e-7)) / f32(np.log(2.0)))
+        for _ in range(5):
+            v = np.floor(np.abs(x) / scale + f32(0.5))
+            z = np.sign(x) * np.where(v < levels / 2, v, np.ones_like(v) * levels / 2)
+            qx = np.mean(x * z, axis=axis, keepdims=True, dtype=f32)
+            qq = np.mean(z * z, axis=axis, keepdims=True, dtype=f32)
+            scale = f32(2.0) ** np.round(np.log(qx / (qq + f32(1e-7)) + f32(1e-7)) / f32(np.log(2.0)))
+    v = np.floor(np.abs(x) / scale + f32(0.5))
+    z = np.sign(x) * np.where(v < levels / 2, v, np.ones_like(v) * levels / 2)
+    scale = scale * m
+    x = m_i * x
+    xq = scale * (m_i * z / m)
+    return x + (-x + xq)
+
+
+@pytest.mark.parametrize("alpha", ["auto", "auto_po2"])
+@pytest.mark.parametrize("bits, integer", [(4, 0), (6, 1)])
+def test_auto_alpha_matches_numpy_source(alpha, bits, integer):
+    w = np.random.default_rng(bits).normal(0, 0.4, (3, 3, 4, 6)).astype(np.float32)
+    got = QK.quantized_bits(w, bits=bits, integer=integer, symmetric=True, alpha=alpha)
+    np.testing.assert_array_equal(got, np_auto_quantized_bits(w, bits, integer, alpha).astype(np.float64))
+    if alpha == "auto_po2":  # per output channel: a power-of-two step times integers |z| <= 2^(bits-1) - 1
+        for c in range(w.shape[-1]):
+            vals = np.abs(got[..., c][got[..., c] != 0])
+            step = 2.0 ** -frac_bits(vals)  # the largest power of two all values are multiples of
+            assert vals.max() / step <= 2 ** (bits - 1) - 1
+
+
+def test_auto_po2_kernel_model_loads_with_power_of_two_steps(tmp_path):
+    """QDense/QConv2D turn alpha=None into "auto_po2"; such a file loads, each Dense row on a power-of-two step."""
+    def auto(c):
+        for name in ("conv1", "conv2", "logits"):
+            c[name]["kernel_quantizer"]["config"].update(alpha="auto_po2", symmetric=True)
+    graph = kfront.load(edited(tmp_path, auto))
+    x, _ = load_digits("test")
+    w = graph.node("logits").weight  # (10, 256), columns in the graph's order
+    steps = np.array([np.abs(r[r != 0]).min() for r in w])
+    assert np.all(np.log2(steps) == np.round(np.log2(steps)))
+    assert np.isfinite(ann_forward(graph, x)).all()

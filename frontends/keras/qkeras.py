@@ -17,9 +17,13 @@ Quantizers (inference, ``tf.round`` rounds half to even):
   weights, m = 2^(bits − keep_negative), m_i = 2^integer:
   xq = alpha · m_i · clip(rint(x·m/m_i), keep_negative·(symmetric − m), m − 1)/m
   (bits = keep_negative: sign → ±1); then QKeras returns x + (xq − x) in
-  float32, which :func:`quantized_bits` reproduces. ``alpha`` must be None or
-  a number: ``"auto"``/``"auto_po2"`` (which QDense/QConv2D substitute for
-  None) compute a scale from the weights and are refused; use alpha=1.
+  float32, which :func:`quantized_bits` reproduces. ``alpha="auto"`` /
+  ``"auto_po2"`` (which QDense/QConv2D substitute for None) compute a
+  per-output-channel scale from the weights (max, then for po2 five
+  least-squares refinements rounded to a power of two) and round
+  floor(|x|/scale + ½); reproduced in float32 (TensorFlow's reduction order
+  may differ in the last bit, which matters only where log2 of a scale is
+  within float32 error of a half-integer).
 - ``quantized_relu(bits, integer)`` on activations (use_sigmoid=0,
   negative_slope=0): a = 2^integer · clip(rint(x·2^(bits−integer))/2^bits,
   0, 1 − 2^−bits): ``QuantAct(L = 2^bits − 1, λ = L·2^(integer−bits), φ = 0,
@@ -71,14 +75,57 @@ def parse(spec: LayerSpec, key: str, q) -> tuple[str, dict] | None:
     return name, {**_DEFAULTS[name], **cfg}
 
 
+def _mean(a: np.ndarray, axis) -> np.ndarray:
+    return np.mean(a, axis=axis, keepdims=True, dtype=np.float32).astype(np.float32)
+
+
+def _auto_scale(x: np.ndarray, bits: int, integer: int, alpha: str, scale_axis=None, elements_per_scale=None,
+                min_po2_exponent=None, max_po2_exponent=None, **_) -> tuple[np.ndarray, np.ndarray]:
+    """quantized_bits' alpha="auto"/"auto_po2" branch (symmetric, scale over all axes but the last, channels
+    last): (z, scale) with xq = m_i·z·scale, in float32 as TensorFlow computes them."""
+    if scale_axis is not None or elements_per_scale is not None:
+        raise ValueError("scale_axis / elements_per_scale are not supported; supported: the defaults (None)")
+    eps, f32 = np.float32(1e-7), np.float32
+    axis = tuple(range(x.ndim - 1)) if x.ndim > 1 else (0,)
+    x = x / f32(2.0 ** integer)
+    levels = f32((2 ** (bits - 1) - 1) * 2)
+
+    def po2(scale):
+        scale = f32(2.0) ** np.round(np.log(scale + eps).astype(np.float32) / f32(np.log(2.0))).astype(np.float32)
+        if min_po2_exponent is not None or max_po2_exponent is not None:
+            lo = None if min_po2_exponent is None else 2.0 ** min_po2_exponent
+            hi = None if max_po2_exponent is None else 2.0 ** max_po2_exponent
+            scale = np.clip(scale, lo, hi).astype(np.float32)
+        return scale
+
+    def quant(scale):
+        v = np.floor(np.abs(x) / scale + f32(0.5))
+        return np.sign(x) * np.where(v < levels / 2, v, levels / 2)
+
+    scale = (np.max(np.abs(x), axis=axis, keepdims=True) * f32(2)) / levels
+    if alpha == "auto_po2":
+        scale = po2(scale)
+        for _ in range(5):
+            z = quant(scale)
+            qx, qq = (_mean(x * z, axis), _mean(z * z, axis)) if x.ndim > 1 else (x * z, z * z)
+            scale = po2(qx / (qq + eps))
+    elif alpha != "auto":
+        raise ValueError(f"alpha={alpha!r} is unknown; known: 'auto', 'auto_po2'")
+    return quant(scale).astype(np.float32), scale.astype(np.float32)
+
+
 def quantized_bits(x: np.ndarray, bits=8, integer=0, symmetric=0, keep_negative=True, alpha=None,
-                   **_) -> np.ndarray:
-    """QKeras ``quantized_bits`` with a fixed alpha, as TensorFlow computes it in float32 (returned as float64)."""
+                   **extra) -> np.ndarray:
+    """QKeras ``quantized_bits`` as TensorFlow computes it in float32 (returned as float64)."""
     x = np.asarray(x, dtype=np.float32)
     unsigned = int(bits) - int(bool(keep_negative))
+    m, m_i = np.float32(2.0 ** unsigned), np.float32(2.0 ** integer)
+    if isinstance(alpha, str):
+        z, scale = _auto_scale(x, int(bits), integer, alpha, **extra)
+        xq = (scale * m) * (m_i * z / m)
+        return (m_i * (x / m_i) + (-(m_i * (x / m_i)) + xq)).astype(np.float64)
     scale = np.float32(1.0 if alpha is None else alpha)
     if unsigned > 0:
-        m, m_i = np.float32(2.0 ** unsigned), np.float32(2.0 ** integer)
         p = x * m / m_i
         lo = np.float32(int(bool(keep_negative)) * (-m + int(symmetric)))
         xq = m_i * np.clip(np.rint(p), lo, m - 1) / m
@@ -98,13 +145,16 @@ def _weights(spec: LayerSpec, key: str, w: np.ndarray) -> np.ndarray:
     name, cfg = q
     if name not in WEIGHT_QUANTIZERS:
         fail(spec, f"{key} {name!r} is not supported on weights; supported: {', '.join(WEIGHT_QUANTIZERS)}")
-    alpha = cfg.get("alpha")
-    if isinstance(alpha, str):
-        fail(spec, f"{key} quantized_bits alpha={alpha!r} computes its scale from the weights at run time; "
-                   "supported: alpha=None or a number (QDense/QConv2D turn None into 'auto_po2': give alpha=1)")
     if cfg.get("use_stochastic_rounding"):
         fail(spec, f"{key}: use_stochastic_rounding is not supported; supported: deterministic rounding")
-    return quantized_bits(w, **cfg)
+    if cfg.get("post_training_scale") is not None:
+        fail(spec, f"{key}: post_training_scale is not supported; supported: None")
+    args = {k: v for k, v in cfg.items() if k not in ("qnoise_factor", "use_stochastic_rounding", "var_name",
+                                                      "use_ste", "use_variables", "post_training_scale")}
+    try:
+        return quantized_bits(w, **args)
+    except (ValueError, TypeError) as e:
+        fail(spec, f"{key} quantized_bits{tuple(args.items())}: {e}")
 
 
 def _relu_quant(spec: LayerSpec, key: str, cfg: dict) -> tuple[int, float]:
