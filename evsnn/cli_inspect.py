@@ -128,7 +128,8 @@ def _node_details(n) -> str:
     if isinstance(n, (A.AvgPool, A.MaxPool)):
         return f"kernel {tuple(n.kernel)}, stride {tuple(n.stride)}, pads {tuple(n.pads)}"
     if isinstance(n, A.QuantAct):
-        return f"L = {n.levels}, λ = {n.scale:.4g}, φ = {n.phase:g}"
+        tie = "" if n.rounding == "floor" else f", rounding {n.rounding}"
+        return f"L = {n.levels}, λ = {n.scale:.4g}, φ = {n.phase:g}{tie}"
     if isinstance(n, A.ClipAct):
         return f"λ = {n.scale:.4g}"
     if isinstance(n, A.Relu):

@@ -32,7 +32,7 @@ import pytest  # noqa: E402
 from evsnn import frontends  # noqa: E402
 from evsnn.errors import ConversionError, FormatError  # noqa: E402
 from evsnn.frontends import keras as kfront  # noqa: E402
-from evsnn.frontends.keras_layers import keras_order  # noqa: E402
+from evsnn.frontends.keras.layers import keras_order  # noqa: E402
 from evsnn.ir import ann as A  # noqa: E402
 from evsnn.reference.ann import ann_forward  # noqa: E402
 

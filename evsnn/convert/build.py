@@ -78,6 +78,12 @@ def _check_activations(graph: A.AnnGraph, exact: bool, levels: int | None, prese
                 f"node {n.name!r} is a plain ReLU with no scale: calibrate the model on data first "
                 "(evsnn.convert.calibrate, or --calibrate DATA on the command line)")
     if exact:
+        for n in graph.nodes:
+            if isinstance(n, A.QuantAct) and n.rounding != "floor":
+                raise ConversionError(
+                    f"node {n.name!r} (quant) rounds half to even (rounding={n.rounding!r}, e.g. QKeras' "
+                    f"quantized_relu); preset {preset!r} realises floor(z·L/λ + φ), which differs from it at exact "
+                    "ties; supported for exact presets: floor-type quantizers (φ = 0 or ½)")
         if levels is not None:
             graph = quantize_graph(graph, levels)
         elif any(isinstance(n, A.ClipAct) for n in graph.nodes):

@@ -11,6 +11,8 @@ Activation semantics (z is the pre-activation, a the output):
 - ``QuantAct(L, λ, φ)``:  a = λ · clip(floor(z·L/λ + φ), 0, L) / L.
   φ = 0 is the floor (CQReLU) quantizer, φ = ½ the round-half (QCFS) one.
   The integer ``clip(floor(z·L/λ + φ), 0, L)`` is the neuron's *level*.
+  With ``rounding="half_even"`` the level is clip(rint(z·L/λ + φ), 0, L)
+  instead, ties to even (QKeras' ``tf.round``); exact presets refuse it.
 - ``ClipAct(λ)``: a = clip(z, 0, λ) (threshold ReLU, Deng & Gu).
 - ``Relu``: a = max(z, 0); needs calibration to get λ before conversion.
 """
@@ -123,6 +125,7 @@ class QuantAct(Node):
     levels: int = 1
     scale: float = 1.0
     phase: float = 0.0
+    rounding: str = "floor"  # "floor": floor(y + φ); "half_even": rint(y + φ), ties to even
     kind = "quant"
 
 
@@ -142,6 +145,7 @@ class Relu(Node):
 
 
 ACTIVATIONS = (QuantAct, ClipAct, Relu)
+ROUNDINGS = ("floor", "half_even")
 LINEAR = (Conv, Dense, AvgPool, Add, Flatten, Identity)
 
 
@@ -271,6 +275,7 @@ def _infer_shape(n: Node, ins: list[Shape]) -> Shape:
             _need(not isinstance(n.levels, bool) and np.isfinite(lv) and lv == int(lv) and lv >= 1, n,
                   f"levels must be a whole number ≥ 1, got {n.levels}")
             _need(np.isfinite(n.phase), n, f"phase must be finite, got {n.phase}")
+            _need(n.rounding in ROUNDINGS, n, f"rounding must be one of {ROUNDINGS}, got {n.rounding!r}")
         if isinstance(n, (QuantAct, ClipAct)):
             _need(np.isfinite(n.scale) and n.scale > 0, n, f"scale must be finite and > 0, got {n.scale}")
         return x

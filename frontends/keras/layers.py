@@ -1,6 +1,6 @@
 """Keras layers → :class:`~evsnn.ir.AnnGraph` nodes, and the folding passes.
 
-Used by :mod:`evsnn.frontends.keras`, which reads the file; this module only
+Used by :mod:`evsnn.frontends.keras.graph`; this module only
 sees :class:`LayerSpec` records (class name, config dict, input layer names,
 weight arrays as stored by Keras) and never imports keras.
 
@@ -56,6 +56,7 @@ class LayerSpec:
     config: dict
     inputs: list[str] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
+    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)  # sub-layer variables by path ("iq/quantizer")
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Builder:
         self.names: set[str] = set(reserved)
         self.affine: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.pad_only: set[str] = set()
+        self.quantizers: dict[str, dict] = {}  # "<layer>/<quantizer>" → {"node": QuantAct name, "hwc": …}
 
     def unique(self, base: str) -> str:
         """A node name not used by any Keras layer or node yet."""

@@ -1,0 +1,234 @@
+"""QKeras-style configs (QActivation, QConv2D, QDense) read without QKeras, against QKeras' semantics in NumPy.
+
+QKeras needs TensorFlow and cannot be installed here; the fixtures
+(``tests/fixtures/make_qkeras.py``) carry QKeras' ``get_config`` output, and
+this file re-implements the quantizers from QKeras' source
+(``qkeras/quantizers.py``: ``quantized_bits.__call__`` and
+``quantized_relu.__call__`` with use_sigmoid=0, negative_slope=0; ``tf.round``
+rounds half to even) and the model forward pass in float32 (torch), as
+TensorFlow would compute it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evsnn.convert import convert
+from evsnn.datasets import load_digits
+from evsnn.errors import ConversionError
+from evsnn.frontends import keras as kfront
+from evsnn.frontends.keras import qkeras as QK
+from evsnn.frontends.keras.ties import frac_bits
+from evsnn.reference.ann import ann_forward, ann_levels
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+SUFFIXES = (".h5", ".keras")
+
+
+def np_quantized_bits(x, bits, integer, symmetric, keep_negative, alpha):
+    """quantized_bits.__call__ (alpha fixed, unsigned_bits > 0), float32, with the x + (−x + xq) STE form."""
+    x = np.asarray(x, np.float32)
+    m = np.float32(2.0 ** (bits - keep_negative))
+    m_i = np.float32(2.0 ** integer)
+    xq = m_i * np.clip(np.round(x * m / m_i), keep_negative * (-m + symmetric), m - 1) / m
+    xq = np.float32(alpha) * xq
+    return x + (-x + xq)
+
+
+def np_quantized_relu(x, bits, integer):
+    """quantized_relu.__call__ (use_sigmoid=0, negative_slope=0, is_quantized_clip=True), float32."""
+    x = np.asarray(x, np.float32)
+    m, m_i = np.float32(2.0 ** bits), np.float32(2.0 ** integer)
+    m_f = np.float32(2.0 ** (integer - bits))
+    x_u = np.where(x <= m_i - m_f, np.maximum(x, 0), m_i - m_f).astype(np.float32)
+    xq = m_i * np.clip(np.round(x * m / m_i) / m, 0.0, 1.0 - 1.0 / m)
+    return x_u + (-x_u + xq.astype(np.float32))
+
+
+def qkeras_forward(path: Path, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
+    """The fixture model as QKeras computes it (float32): activations by layer name, Keras layout."""
+    torch = pytest.importorskip("torch")
+    import h5py
+
+    with h5py.File(path) as f:
+        w = {n: [np.asarray(f["model_weights"][n][f"{n}/{k}:0"]) for k in ("kernel", "bias")]
+             for n in ("conv1", "conv2", "logits")}
+    q = {n: [np_quantized_bits(a, 6, 0, 1, 1, 1) for a in ws] for n, ws in w.items()}
+
+    def conv(x, kernel, bias, stride):
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        k = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+        pad = (0, 1, 0, 1) if stride == 2 else (1, 1, 1, 1)  # TensorFlow 'same' for 3×3 on 8×8
+        y = torch.nn.functional.conv2d(torch.nn.functional.pad(t, pad), k, torch.from_numpy(bias), stride=stride)
+        return y.numpy().transpose(0, 2, 3, 1)
+
+    out = {}
+    out["act1"] = np_quantized_relu(conv(x_nhwc, *q["conv1"], 1), 3, 1)
+    out["act2"] = np_quantized_relu(conv(out["act1"], *q["conv2"], 2), 3, 1)
+    flat = out["act2"].reshape(len(x_nhwc), -1)
+    out["logits"] = (torch.from_numpy(flat) @ torch.from_numpy(q["logits"][0])).numpy() + q["logits"][1]
+    return out
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_qkeras_levels_equal_numpy_qkeras(suffix):
+    path = FIXTURES / f"qkeras_digits{suffix}"
+    graph = kfront.load(path)
+    x, y = load_digits("test")
+    ref = qkeras_forward(FIXTURES / "qkeras_digits.h5", x.transpose(0, 2, 3, 1))
+    lv = ann_levels(graph, x)
+    same = total = 0
+    for name in ("act1", "act2"):
+        assert graph.node(name).rounding == "half_even" and graph.node(name).levels == 7
+        want = (ref[name] * 4.0).transpose(0, 3, 1, 2).reshape(len(x), -1)  # step 2^(1-3)
+        same += int((lv[name] == want).sum())
+        total += want.size
+    print(f"qkeras_digits{suffix}: {same}/{total} levels = {100 * same / total:.4f} %")
+    assert same / total >= 0.9999
+    out = ann_forward(graph, x)
+    np.testing.assert_allclose(out, ref["logits"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out.argmax(1), ref["logits"].argmax(1))
+    assert (out.argmax(1) == y).mean() > 0.9
+
+
+@pytest.mark.parametrize("preset", ["casc", "bitserial"])
+def test_exact_presets_refuse_half_even_rounding(preset):
+    graph = kfront.load(FIXTURES / "qkeras_digits.h5")
+    with pytest.raises(ConversionError, match=r"node 'act1' \(quant\) rounds half to even.*differs from it at "
+                                              r"exact ties"):
+        convert(graph, preset)
+
+
+@pytest.mark.parametrize("given, want", [
+    ("quantized_relu(3,1)", ("quantized_relu", 3, 1)),
+    ("quantized_relu(bits=4, integer=2)", ("quantized_relu", 4, 2)),
+    ({"class_name": "quantized_relu", "config": {"bits": 2, "integer": 0, "use_sigmoid": 0}},
+     ("quantized_relu", 2, 0)),
+    ("quantized_bits(6,0,1,alpha=1)", ("quantized_bits", 6, 0)),
+])
+def test_quantizer_forms_parse(given, want):
+    spec = QK.LayerSpec("l", "QActivation", {})
+    name, cfg = QK.parse(spec, "activation", given)
+    assert (name, cfg["bits"], cfg["integer"]) == want
+
+
+def test_quantized_bits_matches_numpy_source_and_sign_case():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1.5, 3000), rng.integers(-80, 80, 500) / 32]).astype(np.float32)
+    for bits, integer, sym, neg, alpha in ((6, 0, 1, 1, 1), (4, 1, 0, 1, 0.5), (5, 2, 0, 0, 1), (8, 0, 1, 1, None)):
+        got = QK.quantized_bits(x, bits=bits, integer=integer, symmetric=sym, keep_negative=bool(neg), alpha=alpha)
+        want = np_quantized_bits(x, bits, integer, sym, neg, 1 if alpha is None else alpha)
+        np.testing.assert_array_equal(got, want.astype(np.float64))
+    sign = QK.quantized_bits(np.array([-0.3, 0.0, 2.0], np.float32), bits=1, integer=0, keep_negative=True)
+    np.testing.assert_array_equal(sign, [-1.0, 1.0, 1.0])  # bits = keep_negative: sign, 0 → +1 (QKeras)
+
+
+def edited(tmp_path: Path, edit) -> Path:
+    with zipfile.ZipFile(FIXTURES / "qkeras_digits.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    cfg = json.loads(files["config.json"])
+    edit({e["config"]["name"]: e["config"] for e in cfg["config"]["layers"]})
+    files["config.json"] = json.dumps(cfg).encode()
+    out = tmp_path / "edited.keras"
+    with zipfile.ZipFile(out, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return out
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c["conv2"]["kernel_quantizer"]["config"].update(alpha="auto_po3"),
+     r"layer 'conv2' \(QConv2D\): kernel_quantizer quantized_bits.*alpha='auto_po3' is unknown"),
+    (lambda c: c["conv2"]["kernel_quantizer"]["config"].update(alpha="auto", scale_axis=0),
+     r"layer 'conv2' \(QConv2D\): kernel_quantizer .*scale_axis / elements_per_scale are not supported"),
+    (lambda c: c["act1"].update(activation="quantized_relu(3,1,0,0.25)"),
+     r"layer 'act1' \(QActivation\): activation quantized_relu negative_slope=0.25 is not supported"),
+    (lambda c: c["act2"].update(activation="quantized_po2(4)"),
+     r"layer 'act2' \(QActivation\): activation quantizer 'quantized_po2' is not supported; supported: "
+     r"quantized_bits, quantized_relu"),
+    (lambda c: c["act2"].update(activation="quantized_bits(4,0,0)"),
+     r"layer 'act2' \(QActivation\): activation 'quantized_bits' is not supported as an activation"),
+    (lambda c: c["logits"]["bias_quantizer"].update(class_name="ternary"),
+     r"layer 'logits' \(QDense\): bias_quantizer quantizer 'ternary' is not supported"),
+])
+def test_unsupported_qkeras_quantizers_name_layer(tmp_path, edit, match):
+    with pytest.raises(ConversionError, match=match):
+        kfront.load(edited(tmp_path, edit))
+
+
+def test_fused_quantized_activation_in_qdense(tmp_path):
+    """QDense(activation=quantized_relu) → <name>_preact Dense + QuantAct named after the layer."""
+    def fuse(c):
+        c["logits"]["activation"] = {"class_name": "quantized_relu", "config": {"bits": 4, "integer": 2}}
+    graph = kfront.load(edited(tmp_path, fuse))
+    q = graph.node("logits")
+    assert q.kind == "quant" and q.levels == 15 and q.scale == 15 * 2.0 ** -2 and q.inputs == ("logits_preact",)
+    assert graph.meta["quantizers"]["logits/activation"]["node"] == "logits"
+
+
+def test_inspect_shows_half_even_rounding():
+    from click.testing import CliRunner
+
+    from evsnn.cli import cli
+
+    r = CliRunner().invoke(cli, ["inspect", str(FIXTURES / "qkeras_digits.keras")])
+    assert r.exit_code == 0, r.output
+    act1 = next(line for line in r.output.splitlines() if line.startswith("act1 "))
+    assert "L = 7" in act1 and "rounding half_even" in act1
+
+
+def np_auto_quantized_bits(x, bits, integer, alpha):
+    """quantized_bits.__call__, alpha "auto"/"auto_po2" branch (symmetric, scale_axis None, channels last),
+    transcribed op by op from qkeras/quantizers.py with _get_least_squares_scale / _get_scale_mean."""
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    m, m_i = f32(2.0 ** (bits - 1)), f32(2.0 ** integer)
+    axis = tuple(range(x.ndim - 1))
+    x = x / m_i
+    levels = f32((2 ** (bits - 1) - 1) * 2)
+    scale = (np.max(np.abs(x), axis=axis, keepdims=True) * 2) / levels
+    if "po2" in alpha:
+        scale = f32(2.0) ** np.round(np.log(scale + f32(1e-7)) / f32(np.log(2.0)))
+        for _ in range(5):
+            v = np.floor(np.abs(x) / scale + f32(0.5))
+            z = np.sign(x) * np.where(v < levels / 2, v, np.ones_like(v) * levels / 2)
+            qx = np.mean(x * z, axis=axis, keepdims=True, dtype=f32)
+            qq = np.mean(z * z, axis=axis, keepdims=True, dtype=f32)
+            scale = f32(2.0) ** np.round(np.log(qx / (qq + f32(1e-7)) + f32(1e-7)) / f32(np.log(2.0)))
+    v = np.floor(np.abs(x) / scale + f32(0.5))
+    z = np.sign(x) * np.where(v < levels / 2, v, np.ones_like(v) * levels / 2)
+    scale = scale * m
+    x = m_i * x
+    xq = scale * (m_i * z / m)
+    return x + (-x + xq)
+
+
+@pytest.mark.parametrize("alpha", ["auto", "auto_po2"])
+@pytest.mark.parametrize("bits, integer", [(4, 0), (6, 1)])
+def test_auto_alpha_matches_numpy_source(alpha, bits, integer):
+    w = np.random.default_rng(bits).normal(0, 0.4, (3, 3, 4, 6)).astype(np.float32)
+    got = QK.quantized_bits(w, bits=bits, integer=integer, symmetric=True, alpha=alpha)
+    np.testing.assert_array_equal(got, np_auto_quantized_bits(w, bits, integer, alpha).astype(np.float64))
+    if alpha == "auto_po2":  # per output channel: a power-of-two step times integers |z| <= 2^(bits-1) - 1
+        for c in range(w.shape[-1]):
+            vals = np.abs(got[..., c][got[..., c] != 0])
+            step = 2.0 ** -frac_bits(vals)  # the largest power of two all values are multiples of
+            assert vals.max() / step <= 2 ** (bits - 1) - 1
+
+
+def test_auto_po2_kernel_model_loads_with_power_of_two_steps(tmp_path):
+    """QDense/QConv2D turn alpha=None into "auto_po2"; such a file loads, each Dense row on a power-of-two step."""
+    def auto(c):
+        for name in ("conv1", "conv2", "logits"):
+            c[name]["kernel_quantizer"]["config"].update(alpha="auto_po2", symmetric=True)
+    graph = kfront.load(edited(tmp_path, auto))
+    x, _ = load_digits("test")
+    w = graph.node("logits").weight  # (10, 256), columns in the graph's order
+    steps = np.array([np.abs(r[r != 0]).min() for r in w])
+    assert np.all(np.log2(steps) == np.round(np.log2(steps)))
+    assert np.isfinite(ann_forward(graph, x)).all()
