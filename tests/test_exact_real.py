@@ -214,3 +214,114 @@ def test_network_file_keeps_the_schedule_and_drive_and_reads_older_files(tmp_pat
     back = load_network(path)
     assert back.default_sleep is None and back.schedule_defaults() == (7, "auto")
     assert back.populations[0].drive_scale is None
+
+
+# ---------------------------------------------------------------------------------------------- real models
+
+def he_cnn(levels: int, phase: float, seed: int = 0) -> A.AnnGraph:
+    """He-normal float32 CNN: conv, stride-2 conv, depthwise conv, residual add, max pool, dense; each
+    activation its own real λ (pools and adds then see non-dyadic weights)."""
+    rng = np.random.default_rng(seed)
+
+    def he(*shape):
+        return _f32(rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:])))
+
+    def q(name, inp):
+        return A.QuantAct(name, (inp,), levels, float(_f32(rng.uniform(0.5, 3.0))), phase)
+
+    nodes = [A.Input("x", (), (3, 12, 12)),
+             A.Conv("c1", ("x",), he(8, 3, 3, 3), _f32(rng.normal(0, .1, 8)), (1, 1), (1, 1, 1, 1), 1), q("a1", "c1"),
+             A.Conv("c2", ("a1",), he(8, 8, 3, 3), _f32(rng.normal(0, .1, 8)), (2, 2), (1, 1, 1, 1), 1), q("a2", "c2"),
+             A.Conv("dw", ("a2",), he(8, 1, 3, 3), _f32(rng.normal(0, .1, 8)), (1, 1), (1, 1, 1, 1), 8), q("a3", "dw"),
+             A.Conv("pw", ("a3",), he(8, 8, 1, 1), _f32(rng.normal(0, .1, 8)), (1, 1), (0, 0, 0, 0), 1),
+             A.Add("res", ("pw", "a2")), q("a4", "res"),
+             A.MaxPool("mp", ("a4",), (2, 2), (2, 2)),
+             A.Flatten("f", ("mp",)), A.Dense("d1", ("f",), he(16, 72), _f32(rng.normal(0, .1, 16))), q("a5", "d1"),
+             A.Dense("logits", ("a5",), he(4, 16), np.zeros(4))]
+    return A.AnnGraph(nodes, "logits", "he")
+
+
+def _f32(a):
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+def _check_model(graph, x, presets=EXACT):
+    """The engine with its defaults verifies 100 % exact, and the oracle equals the graph's ann_levels."""
+    graph_levels = ann_levels(graph, x)
+    for preset in presets:
+        net = convert(graph, preset)
+        res = engine.simulate(net, x, verify=True)
+        assert res.verify.percent_exact == 100.0, (preset, {k: int(v.sum()) for k, v in res.verify.mismatches.items()})
+        want = expected_levels(net, x)
+        for name, lv in graph_levels.items():
+            np.testing.assert_array_equal(want[name], lv, err_msg=f"{preset} {name}")
+
+
+@pytest.mark.parametrize("levels", [1, 3, 15, 255])
+@pytest.mark.parametrize("phase", [0.0, 0.5])
+def test_he_normal_cnn_is_exact_with_defaults(levels, phase):
+    graph = he_cnn(levels, phase, seed=levels)
+    x = _f32(np.random.default_rng(1).normal(size=(12, 3, 12, 12)))
+    _check_model(graph, x)
+    # the reference, called as the README shows, gives the same counts as the engine
+    net = convert(graph, "casc")
+    ref, got = ref_simulate(net, x[:3]), engine.simulate(net, x[:3])
+    for name in ref.counts:
+        np.testing.assert_array_equal(got.counts[name], ref.counts[name], err_msg=name)
+
+
+def test_onnx_fixtures_and_bundled_model_are_exact_with_defaults():
+    """Trained (bundled digits CNN, L = 7) and exported fixture models (VGG, ResNet, max pool, MLP, QCFS
+    round-half): every hidden count of every sample equals the float64 quantized ANN."""
+    pytest.importorskip("onnx")
+    from evsnn.datasets import load_digits
+    from evsnn.demo import bundled_model
+    from evsnn.frontends import onnx as fe
+    from test_onnx_frontend import QUANTIZED
+    graph = fe.load(bundled_model())
+    x = load_digits("test")[0][:200]
+    _check_model(graph, x)
+    for path in QUANTIZED:
+        graph = fe.load(path)
+        x = _f32(np.random.default_rng(2).normal(size=(16,) + graph.input.shape))
+        Ls = {n.levels for n in graph.nodes if isinstance(n, A.QuantAct)}
+        ok = len(Ls) == 1 and ((min(Ls) + 1) & min(Ls)) == 0
+        _check_model(graph, x, EXACT if ok else ("casc",))
+
+
+def test_cli_verify_writes_and_reports_exactness(tmp_path, monkeypatch):
+    import pickle
+    import h5py
+    from click.testing import CliRunner
+    import evsnn.frontends as frontends
+    from evsnn.cli import cli
+    from test_cli import TinyFrontend
+    monkeypatch.setattr(frontends, "available", lambda: {"tiny": TinyFrontend})
+    model = tmp_path / "m.tiny"
+    model.write_bytes(pickle.dumps(he_cnn(15, 0.5)))
+    x = _f32(np.random.default_rng(3).normal(size=(9, 3, 12, 12)))
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=np.arange(9) % 4)
+    runner = CliRunner()
+    for preset in ("casc", "bitserial", "if"):
+        out = tmp_path / f"{preset}.h5"
+        r = runner.invoke(cli, ["run", str(model), "--preset", preset, "--data", str(tmp_path / "d.npz"),
+                                "-o", str(out), "--verify", "--batch-size", "4"])
+        assert r.exit_code == 0, (r.output, r.exception)
+        with h5py.File(out, "r") as f:
+            assert f["config"].attrs["dtype"] == ("float32" if preset == "if" else "float64")
+            if preset == "if":
+                assert f["verify"].attrs["kind"] == "rate" and "exact" not in f["verify"]
+                assert f["verify/rate_error_mean/a1"].shape == (9,)
+                continue
+            assert f["verify/exact"].dtype == bool and f["verify/exact"][()].all()
+            assert f["verify/mismatches/a4"].shape == (9,) and not f["verify/mismatches/a4"][()].any()
+        assert "exact: 100.00 % of samples (9 of 9)" in r.output
+        for cmd in (["report", str(out)], ["inspect", str(out)]):
+            r = runner.invoke(cli, cmd)
+            assert r.exit_code == 0 and "exact: 100.00 % of samples" in r.output, r.output
+    # a wrong count shows in the report
+    with h5py.File(tmp_path / "casc.h5", "r+") as f:
+        f["verify/exact"][2] = False
+        f["verify/mismatches/a2"][2] = 3
+    r = runner.invoke(cli, ["report", str(tmp_path / "casc.h5")])
+    assert "exact: 88.89 % of samples (8 of 9); neurons off the ANN level: a2 3" in r.output
