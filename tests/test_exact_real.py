@@ -20,6 +20,7 @@ from evsnn.ir import drive as DR
 from evsnn.reference import ann_levels
 from evsnn.reference import simulate as ref_simulate
 from evsnn.verify import expected_levels, verify
+from scripts import bench_script
 from strategies import graphs, real_inputs, tie_inputs
 
 EXACT = ("casc", "bitserial")
@@ -218,27 +219,7 @@ def test_network_file_keeps_the_schedule_and_drive_and_reads_older_files(tmp_pat
 
 # ---------------------------------------------------------------------------------------------- real models
 
-def he_cnn(levels: int, phase: float, seed: int = 0) -> A.AnnGraph:
-    """He-normal float32 CNN: conv, stride-2 conv, depthwise conv, residual add, max pool, dense; each
-    activation its own real λ (pools and adds then see non-dyadic weights)."""
-    rng = np.random.default_rng(seed)
-
-    def he(*shape):
-        return _f32(rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:])))
-
-    def q(name, inp):
-        return A.QuantAct(name, (inp,), levels, float(_f32(rng.uniform(0.5, 3.0))), phase)
-
-    nodes = [A.Input("x", (), (3, 12, 12)),
-             A.Conv("c1", ("x",), he(8, 3, 3, 3), _f32(rng.normal(0, .1, 8)), (1, 1), (1, 1, 1, 1), 1), q("a1", "c1"),
-             A.Conv("c2", ("a1",), he(8, 8, 3, 3), _f32(rng.normal(0, .1, 8)), (2, 2), (1, 1, 1, 1), 1), q("a2", "c2"),
-             A.Conv("dw", ("a2",), he(8, 1, 3, 3), _f32(rng.normal(0, .1, 8)), (1, 1), (1, 1, 1, 1), 8), q("a3", "dw"),
-             A.Conv("pw", ("a3",), he(8, 8, 1, 1), _f32(rng.normal(0, .1, 8)), (1, 1), (0, 0, 0, 0), 1),
-             A.Add("res", ("pw", "a2")), q("a4", "res"),
-             A.MaxPool("mp", ("a4",), (2, 2), (2, 2)),
-             A.Flatten("f", ("mp",)), A.Dense("d1", ("f",), he(16, 72), _f32(rng.normal(0, .1, 16))), q("a5", "d1"),
-             A.Dense("logits", ("a5",), he(4, 16), np.zeros(4))]
-    return A.AnnGraph(nodes, "logits", "he")
+he_cnn = bench_script("exactness").he_cnn  # He-normal CNN: stride 2, depthwise, residual, max pool
 
 
 def _f32(a):

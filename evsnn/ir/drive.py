@@ -33,6 +33,12 @@ neurons the grid moves D by less than 2^-F ≈ |D|·2^-52: float64 accuracy.
 |D| is clamped to 2^50 first (a neuron driven that hard saturates at 0 or L
 unless its spike input is as large, which no converted model comes near).
 bitserial takes its whole drive at step 0: the same grid with T = 1.
+
+Work counted: the executors compute W·x once per sample, but ``input_macs``
+still charges the analog input projections' MACs at every wake step (bitserial:
+step 0), as design.md defines them, so energy estimates do not change with this
+implementation detail (hardware that streams the input every step pays them).
+Rate presets keep their per-step input and bias current (no drive).
 """
 
 from __future__ import annotations
