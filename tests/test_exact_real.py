@@ -9,7 +9,7 @@ layer of tie-generating inputs).
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from evsnn import engine
@@ -39,7 +39,6 @@ def _assert_exact(net, res, want):
 
 
 @pytest.mark.parametrize("preset", EXACT)
-@settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_ties_give_the_ann_level_with_default_arguments(preset, data):
     """Inputs on k·λ/L and (k + ½)·λ/L: the first layer's counts are the graph ANN's levels, every layer's
@@ -61,7 +60,6 @@ def test_ties_give_the_ann_level_with_default_arguments(preset, data):
 
 
 @pytest.mark.parametrize("preset", EXACT)
-@settings(max_examples=20, deadline=None)
 @given(data=st.data())
 def test_oracle_equals_graph_ann_on_real_data(preset, data):
     """On real-weight models and real (non-tie) data the network-level oracle equals ann_levels, and
@@ -144,7 +142,6 @@ def test_default_schedule_and_sleep_zero_check():
     assert convert(g, "if").schedule_defaults() == (15, 0)  # rate presets: T = L of a quantized model, no sleep
 
 
-@settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(-300, 300, allow_nan=False), min_size=1, max_size=20), st.sampled_from([1, 3, 7, 255]),
        st.sampled_from([0.0, 0.5]), st.integers(1, 300))
 def test_drive_grid_is_exact(ds, L, phase, T):
@@ -162,7 +159,6 @@ def test_drive_grid_is_exact(ds, L, phase, T):
     np.testing.assert_array_equal(acc, tot + phase)
 
 
-@settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 300), st.sampled_from([np.float32, np.float64]))
 def test_drive_kernels_equal_numpy_reference(seed, T, dtype):
     """engine.neurons.drive_init/drive_add (Bresenham carry) == ir.drive.grid_split/grid_increment."""
