@@ -8,7 +8,8 @@ differs from float64 near level boundaries).
 
 Models: the bundled trained digits CNN (L = 7) on the 599 digits test samples, and He-normal
 float32 CNNs (conv, stride 2, depthwise, residual add, max pool, dense; a real λ per activation) at
-L ∈ {1, 3, 7, 15, 255}, floor (φ = 0) and round-half (φ = ½), on standard-normal inputs.
+L ∈ {1, 3, 7, 15, 255}, floor (φ = 0) and round-half (φ = ½), on standard-normal 3×32×32 inputs
+(about 15,000 neurons per sample).
 
     python bench/exactness.py [--samples 300] [--quick]
 
@@ -96,7 +97,7 @@ def main():
     quick = "--quick" in sys.argv
     n = int(sys.argv[sys.argv.index("--samples") + 1]) if "--samples" in sys.argv else (60 if quick else 300)
     summary = {}
-    print(f"# % of samples exact (every hidden neuron = float64 quantized ANN); {n} samples per He-normal row")
+    print(f"# % of samples exact (every hidden neuron = float64 quantized ANN); {n} samples per He-normal row (3×32×32)")
     print(f"{'model':28s} {'preset':9s} {'float64 (default)':>17s} {'float32':>8s} {'ORT float32':>11s}")
     from evsnn.datasets import load_digits
     from evsnn.demo import bundled_model
@@ -116,8 +117,8 @@ def main():
     worst64, worst32 = 100.0, 100.0
     for L in ((3, 255) if quick else (1, 3, 7, 15, 255)):
         for phase in (0.0, 0.5):
-            g = he_cnn(L, phase, seed=L)
-            xs = _f32(np.random.default_rng(L).normal(size=(n, 3, 12, 12)))
+            g = he_cnn(L, phase, seed=L, size=32)
+            xs = _f32(np.random.default_rng(L).normal(size=(n, 3, 32, 32)))
             for preset in ("casc", "bitserial"):
                 net = convert(g, preset)
                 e64, e32 = exact_share(net, xs), exact_share(net, xs, np.float32)
