@@ -13,6 +13,13 @@ L ∈ {1, 3, 7, 15, 255}, floor (φ = 0) and round-half (φ = ½), on standard-n
 
     python bench/exactness.py [--samples 300] [--quick]
 
+Measured 2026-12-03 (300 samples per He row): float64 default 100.00 % in every row; float32
+100 % up to L = 7, 99.67 % at L = 15 (φ = ½), 97.00–99.00 % at L = 255; the bundled digits model
+100 % in both and 100 % against onnxruntime's float32 levels (599 samples, casc and bitserial).
+bench_engine.py (batch 4, one thread): the float64 default costs 0.9–1.1× the float32 engine
+time, casc on the published schedule stays 5.2× (VGG) and 6.0× (ResNet) faster than the dense
+baseline.
+
 Last line: ``SUMMARY key=value ...``.
 """
 
