@@ -3,7 +3,8 @@
 Networks: a VGG-like and a ResNet-like CNN on 3×32×32 inputs, random dyadic weights,
 activation scales calibrated (powers of two) so that the layers are realistically
 active. Presets if (T = 32), casc (the published schedule T_w = L = 8 then 56 fixed
-sleep steps) and bitserial (L = 7). Then how the time grows with activity (bias
+sleep steps) and bitserial (L = 7); the exact presets run in their default float64
+(exact drive) and again in float32 (``*_f64_cost`` = time float64 / time float32). Then how the time grows with activity (bias
 shift sweep) and with sleep length. Counts of both simulators are checked equal.
 
     python bench/bench_engine.py [--quick] [--threads 1] [--reps 5]
@@ -108,11 +109,12 @@ def _time(fn, reps=None):
     return float(np.median(ts)), out
 
 
-def compare(net, x, wake, sleep, threads, label, reps=None):
+def compare(net, x, wake, sleep, threads, label, reps=None, dtype=None):
     kw = dict(wake=wake, sleep=sleep, threads=threads, allow_inexact=True)
-    prep = engine.prepare(net)  # outside the timed region, like DenseSim(net) below
+    prep = engine.prepare(net, dtype)  # outside the timed region, like DenseSim(net) below
     engine.simulate(prep, x[:1], **kw)  # compile / load
     te, res = _time(lambda: engine.simulate(prep, x, **kw), reps)
+    label = f"{label} [{prep.dtype}]"
     steps = wake + (sleep if isinstance(sleep, int) else 0)
     ds = DenseSim(net, threads)
     ds.run(x[:1], 1, wake)  # warm-up (oneDNN primitive creation), like the engine's compile / load
@@ -146,11 +148,17 @@ def main():
         g7 = calibrate(g, x, 7)
         _, te, td = compare(convert(g8, "if"), x, 32, 0, threads, f"{name} if T=32")
         summary[f"{name}_if_speedup"] = td / te
+        # exact presets: the default (float64, exact drive) and float32 (the engine before #12) for its cost
         _, te, td = compare(convert(g8, "casc"), x, 8, 56, threads, f"{name} casc T_w=8 + 56 sleep")
         summary[f"{name}_casc_speedup"] = td / te
+        _, te32, _ = compare(convert(g8, "casc"), x, 8, 56, threads, f"{name} casc T_w=8 + 56 sleep",
+                             dtype=np.float32)
+        summary[f"{name}_casc_f64_cost"] = te / te32
         net = convert(g7, "bitserial")
         _, te, td = compare(net, x, net.default_wake, 0, threads, f"{name} bitserial L=7")
         summary[f"{name}_bitserial_speedup"] = td / te
+        _, te32, _ = compare(net, x, net.default_wake, 0, threads, f"{name} bitserial L=7", dtype=np.float32)
+        summary[f"{name}_bitserial_f64_cost"] = te / te32
     # activity sweep: shift every conv bias (in ANN units) to move activity from ~0.1 % to ~50 %
     print("# activity sweep (vgg, if, T=16)")
     worst, low = np.inf, np.inf
@@ -169,7 +177,7 @@ def main():
     net = engine.prepare(convert(calibrate(vgg(np.random.default_rng(1)), x, 8), "casc"))
     base = None
     for sl in (0, 8, 56, 200):
-        te, res = _time(lambda: engine.simulate(net, x, wake=8, sleep=sl, threads=threads))
+        te, res = _time(lambda: engine.simulate(net, x, wake=8, sleep=sl, threads=threads, allow_inexact=sl == 0))
         base = te if sl == 56 else base
         print(f"sleep={sl:4d} engine={te * 1e3:8.1f}ms sleep_steps_active={int(res.sleep_steps.max())} "
               f"quiet={bool(res.quiescent.all())}")

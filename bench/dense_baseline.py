@@ -4,13 +4,16 @@ Every step applies every projection to the whole (N, pre) signal with torch (con
 matmul, float32) or, without torch, NumPy (``evsnn.ir.ops.conv2d``, matmul), then
 updates every neuron: the usual layer-wise PyTorch-style SNN simulation. Delay-0
 feed-forward networks only; same step semantics as design.md, so its counts equal
-the engine's (bench_engine.py checks this on every run).
+the engine's (bench_engine.py checks this on every run). Populations with a drive
+(exact presets, :mod:`evsnn.ir.drive`) get their grid increment each delivery step
+instead of input and bias: the drive's analog input term is computed once per batch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 
 try:
@@ -92,6 +95,13 @@ class DenseSim:
         out = lib.zeros((n, net.readout.size))
         rb = self._t(net.readout.bias)
         fixed_in = {}
+        dsteps = DR.delivery_steps(net, wake)
+        drives = {}
+        for p in pops:
+            if DR.has_drive(p):
+                base, unit, rem = DR.grid_split(*DR.grid(DR.drive_total(net, p, np.asarray(x).reshape(n, -1)),
+                                                         p.levels, p.v0), dsteps)
+                drives[p.name] = (self._t(base), self._t(unit), torch.as_tensor(rem) if torch is not None else rem)
         for t in range(steps):
             on = (t == 0) if bitserial else (t < wake)
             now = {}
@@ -102,13 +112,17 @@ class DenseSim:
                     if isinstance(pr, S.MaxProjection):
                         continue
                     if pr.pre == S.INPUT:
-                        if on:
+                        if on and not DR.input_in_drive(net, pr):
                             if id(pr) not in fixed_in:
                                 fixed_in[id(pr)] = self.ops[id(pr)](xin)
                             cur = cur + fixed_in[id(pr)]
                     else:
                         cur = cur + self.ops[id(pr)](now[pr.pre])
-                if on:
+                if p.name in drives:
+                    if t < dsteps:
+                        base, unit, rem = drives[p.name]
+                        cur = cur + (base + unit * (((t + 1) * rem) // dsteps - (t * rem) // dsteps))
+                elif on:
                     cur = cur + s_["b"]
                 if p.model == "maxpool":
                     s_["c"] = s_["c"] + now[s_["gate"].pre]

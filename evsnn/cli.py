@@ -182,8 +182,10 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
 @click.option("--engine", type=click.Choice(["event", "reference"]), default="event", show_default=True,
               help="event: the Numba event engine; reference: the NumPy clock-driven simulator (for checking)")
 @click.option("--threads", type=int, default=None, help="threads of the event engine (default: all cores)")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
-              help="arithmetic of the event engine; float64 agrees with the reference spike for spike")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="arithmetic of the event engine (default: float64 for casc and bitserial, which then match "
+                   "the quantized ANN exactly, float32 for the rate presets); float64 agrees with the reference "
+                   "spike for spike")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the rate-coded input spikes")
 @click.option("--limit", type=int, default=None, help="run only the first N samples")
 @click.option("--allow-inexact", is_flag=True, help="allow casc with a wake length other than L (ablations)")
@@ -191,9 +193,12 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
               help="energy profile: 45nm-fp32, 45nm-int32, 45nm-int8, 45nm-fp32-sram or a .json/.toml file; "
                    "repeatable (default: all built-in)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run of the same command from its last batch")
+@click.option("--verify", is_flag=True,
+              help="compare every hidden neuron with the quantized ANN (float64) and write /verify: exact "
+                   "samples and mismatches per layer (rate presets: |count/T - a| statistics)")
 @user_errors
 def run(network, data, output, preset, levels, calibrate, percentile, calibrate_samples, input_mode, wake, sleep,
-        max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume):
+        max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume, verify):
     """Simulate NETWORK (a network file, or a model file with --preset) on DATA and write RESULTS.h5."""
     from evsnn import energy, runner
     from evsnn.paths import check_writable
@@ -211,7 +216,7 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
     info.update(data_info)
     opts = runner.RunOptions(wake=wake, sleep=sleep, max_sleep=max_sleep, record=tuple(dict.fromkeys(record)),
                              seed=seed, batch_size=batch_size, engine=engine, threads=threads,
-                             allow_inexact=allow_inexact, profiles=profs, dtype=dtype)
+                             allow_inexact=allow_inexact, profiles=profs, dtype=dtype, verify=verify)
     state = {}
     t0 = time.perf_counter()
     try:
@@ -229,6 +234,9 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
     acc = "" if s["final_accuracy"] is None else f", final accuracy {100 * s['final_accuracy']:.2f}%"
     click.echo(f"wrote {path}: {s['samples']} samples, {s['steps']} steps{acc} "
                f"({s['engine']} engine, {time.perf_counter() - t0:.1f} s)")
+    from evsnn.report import verify_line
+    if verify_line(s):
+        click.echo(verify_line(s))
 
 
 @cli.command()

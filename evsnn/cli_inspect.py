@@ -49,7 +49,8 @@ def describe_network(path: str) -> tuple[dict, str]:
     net = load_network(path)
     pops = [{"name": p.name, "model": p.model, "shape": list(p.shape), "size": p.size,
              "threshold": _range(p.threshold), "v0": p.v0, "levels": p.levels, "bias": _range(p.bias),
-             "reset": p.reset, "shift": p.shift, "scale": p.scale} for p in net.populations]
+             "reset": p.reset, "shift": p.shift, "scale": p.scale, "drive_scale": p.drive_scale}
+            for p in net.populations]
     prs = []
     for pr in net.projections:
         d = {"pre": pr.pre, "post": pr.post, "kind": pr.kind, "delay": pr.delay, "synapses": int(S.fanout(pr).sum())}
@@ -61,12 +62,14 @@ def describe_network(path: str) -> tuple[dict, str]:
     src = net.meta.get("source_file") or {}
     info = {"file": path, "format": "evsnn-network", "format_version": VERSION, "preset": net.preset,
             "input_shape": list(net.input_shape), "input_mode": net.input_mode, "levels": net.levels,
-            "bits": net.bits, "default_wake": net.default_wake, "source_file": src.get("path", ""),
+            "bits": net.bits, "default_wake": net.default_wake, "default_sleep": net.schedule_defaults()[1],
+            "source_file": src.get("path", ""),
             "source_sha256": src.get("sha256", ""), "populations": pops, "projections": prs,
             "readout": {"name": net.readout.name, "shape": list(net.readout.shape)}}
     text = [f"{path}: evsnn-network, format_version {VERSION}",
             f"preset {net.preset}, input {tuple(net.input_shape)} ({net.input_mode}), L = {net.levels}"
-            + (f", K = {net.bits} bits" if net.bits else "") + f", default wake {net.default_wake} steps"]
+            + (f", K = {net.bits} bits" if net.bits else "") + f", default wake {net.default_wake} steps"
+            + f", sleep {net.schedule_defaults()[1]}"]
     if src:
         text.append(f"source {src.get('path', '')} (sha256 {src.get('sha256', '')})")
     text.append("\npopulations")

@@ -7,8 +7,8 @@ one table and, with matplotlib, ``accuracy_vs_T.png``.
 
 Table columns: accuracy (%) after T = 1, 2, 4, 8, 16 steps and at the end of
 the run; ``exact``: for casc and bitserial, the percentage of samples whose
-every hidden neuron transmitted exactly its quantized-ANN level
-(``SimResult.values`` against :func:`evsnn.reference.ann_levels`); spikes and
+every hidden neuron transmitted exactly its quantized-ANN level (the run's
+``--verify`` report, :func:`evsnn.verify.verify`); spikes and
 SOPs per sample; E_SNN/E_ANN under ``45nm-fp32``. Rate presets (if, deng-gu,
 qcfs) run ``rate_steps`` wake steps; casc runs T_w = L then sleeps until quiet;
 bitserial needs L = 2^K − 1 and is skipped with a note otherwise.
@@ -66,7 +66,7 @@ def run_demo(graph: A.AnnGraph, x: np.ndarray, y: np.ndarray | None, out_dir: st
     go into the results' config.
     """
     from evsnn.convert import convert, quantize_graph
-    from evsnn.reference import ann_forward, ann_levels
+    from evsnn.reference import ann_forward
 
     _, engine_name = runner.get_simulator(engine)
     os.makedirs(out_dir, exist_ok=True)
@@ -104,37 +104,24 @@ def run_demo(graph: A.AnnGraph, x: np.ndarray, y: np.ndarray | None, out_dir: st
         if source:
             net.meta["source_file"] = dict(source)
         exact = preset in ("casc", "bitserial")
-        stats = {"samples": 0, "neurons": 0, "neurons_ok": 0}
-
-        def on_batch(start, res, yb, exact=exact, net=net, stats=stats):
-            if not exact:
-                return
-            n = res.readout.shape[0]
-            want = ann_levels(qgraph, x[start:start + n])
-            ok = np.ones(n, dtype=bool)
-            for p in net.populations:
-                if p.name in want:
-                    eq = res.values[p.name] == want[p.name]
-                    ok &= eq.all(axis=1)
-                    stats["neurons"] += eq.size
-                    stats["neurons_ok"] += int(eq.sum())
-            stats["samples"] += int(ok.sum())
-
         opts = runner.RunOptions(wake=rate_steps if preset in RATE_PRESETS else None,
                                  max_sleep=max_sleep if preset == "casc" else None, record=("counts",), seed=seed,
-                                 batch_size=batch_size, engine=engine_name, threads=threads)
+                                 batch_size=batch_size, engine=engine_name, threads=threads, verify=exact)
         path = os.path.join(out_dir, f"{preset}.h5")
         info = {**(data_info or {"data": "demo"}), "source_file": (source or {}).get("path", ""),
                 "source_sha256": (source or {}).get("sha256", "")}
         with progress(preset, len(x)) if progress else contextlib.nullcontext() as bar:
-            runner.run_to_file(net, x, y, path, opts, info, progress=bar, on_batch=on_batch)
+            runner.run_to_file(net, x, y, path, opts, info, progress=bar)
         s = report.summarize(path, AT)
+        ver = s.get("verify") or {}
+        neurons = len(x) * sum(p.size for p in net.populations)
+        bad = sum(d["mismatches"] for d in ver.get("layers", {}).values())
         row = {"preset": preset, "wake": s["wake"], "steps": s["steps"], "accuracy_at": s["accuracy_at"],
                "final_accuracy": s["final_accuracy"], "spikes_per_sample": s["spikes_per_sample"],
                "sops_per_sample": s["sops_per_sample"],
                "energy_ratio": (s["energy"].get("45nm-fp32") or {}).get("ratio"),
-               "exact_samples": stats["samples"] / len(x) if exact else None,
-               "exact_neurons": stats["neurons_ok"] / stats["neurons"] if exact and stats["neurons"] else None,
+               "exact_samples": ver["exact_samples"] / len(x) if exact else None,
+               "exact_neurons": (neurons - bad) / neurons if exact and neurons else None,
                "file": path, "summary": s}
         out["rows"].append(row)
         out["files"].append(path)

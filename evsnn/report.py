@@ -69,7 +69,24 @@ def summarize(path: str | os.PathLike, at=DEFAULT_AT) -> dict:
                                "snn_layers": {k: _num(v) for k, v in est["snn_layers"].items()},
                                "ann_layers": {k: _num(v) for k, v in est["ann_layers"].items()}}
     out["ann_ops_source"] = counts.get("ann_ops_source", "")
+    out["verify"] = s.get("verify")
     return out
+
+
+def verify_line(s: dict) -> str:
+    """"exact: 100.00 % of samples (N of N)" for a verified exact run, the rate error for a rate run, or ""."""
+    v = s.get("verify")
+    if not v:
+        return ""
+    if v["kind"] == "exact":
+        bad = {k: d["mismatches"] for k, d in v["layers"].items() if d["mismatches"]}
+        line = f"exact: {v['percent_exact']:.2f} % of samples ({v['exact_samples']} of {v['samples']})"
+        if bad:
+            line += "; neurons off the ANN level: " + ", ".join(f"{k} {n}" for k, n in bad.items())
+        return line
+    worst = max((d["rate_error_max"] for d in v["layers"].values()), default=0.0)
+    mean = np.mean([d["rate_error_mean"] for d in v["layers"].values()]) if v["layers"] else 0.0
+    return f"rate error |count/T − a|: mean {mean:.4f}, max {worst:.4f} (rate presets are not exact)"
 
 
 def _pct(v) -> str:
@@ -134,6 +151,8 @@ def format_table(summaries: list[dict], at=DEFAULT_AT) -> str:
         if prof:
             en = s["energy"][prof]
             extra = f"\nE_SNN {_fmt(en['snn_pj'])} pJ, E_ANN {_fmt(en['ann_pj'])} pJ per sample ({prof})"
+        if verify_line(s):
+            extra += "\n" + verify_line(s)
         parts.append(f"\n{lab}: {s['file']}\n" + table(hdr, rows) + extra)
     return "\n".join(parts)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 import numpy as np
 
@@ -170,13 +170,13 @@ class RunOptions:
     threads: int | None = None
     allow_inexact: bool = False
     profiles: tuple = ()  # Profile objects; empty: the built-in ones
-    dtype: str = "float32"  # event engine arithmetic (the reference is always float64)
+    dtype: str | None = None  # event engine arithmetic; None: float64 for casc/bitserial, float32 else
+    verify: bool = False  # compare every sample with the quantized ANN (evsnn.verify) and write /verify
 
 
 def default_sleep(net: S.Network, sleep):
-    if sleep is not None:
-        return sleep
-    return "auto" if net.preset == "casc" else 0
+    """``sleep``, or the network's own default (casc: "auto")."""
+    return sleep if sleep is not None else net.schedule_defaults()[1]
 
 
 def get_simulator(engine: str):
@@ -212,7 +212,7 @@ def batch_network(engine: str, net, opts: RunOptions):
 def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
     """One batch; ``net`` is the Network or, for the event engine, optionally its ``batch_network``."""
     kw = dict(wake=opts.wake, sleep=sleep, max_sleep=opts.max_sleep, record=tuple(opts.record),
-              seed=batch_seed(opts.seed, b), allow_inexact=opts.allow_inexact)
+              seed=batch_seed(opts.seed, b), allow_inexact=opts.allow_inexact, verify=opts.verify)
     if engine == "event":
         kw.update(threads=opts.threads, dtype=np.dtype(opts.dtype))
     return sim(net, x, **kw)
@@ -223,7 +223,8 @@ def run_layout(net: S.Network, n: int, opts: RunOptions, labels: bool) -> Layout
     if net.input_mode in ("rate", "events"):
         layers.append(Layer(S.INPUT, net.input_size, tuple(net.input_shape), "input", has_state=False))
     return Layout(n, opts.batch_size, tuple(net.readout.shape), layers, counts="counts" in opts.record,
-                  raster="raster" in opts.record, labels=labels)
+                  raster="raster" in opts.record, labels=labels,
+                  verify=("exact" if net.exact else "rate") if opts.verify else "")
 
 
 def ann_ops_of(net: S.Network) -> tuple[dict, str]:
@@ -261,7 +262,8 @@ def run_config(net: S.Network, plan, sleep, opts: RunOptions, engine: str, info:
            "max_sleep": plan.sleep if plan.auto else "", "seed": int(opts.seed), "record": ",".join(opts.record),
            "batch_size": int(opts.batch_size), "engine": engine, "threads": opts.threads,
            "dtype": opts.dtype if engine == "event" else "float64",
-           "allow_inexact": bool(opts.allow_inexact), "network_digest": network_digest(net),
+           "allow_inexact": bool(opts.allow_inexact), "verify": bool(opts.verify),
+           "network_digest": network_digest(net),
            "profiles": json.dumps([p.as_dict() for p in opts.profiles]) if opts.profiles else "built-in"}
     cfg.update(info)
     return cfg
@@ -280,6 +282,8 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
         raise EvsnnError(f"--batch-size must be ≥ 1, got {opts.batch_size}")
     if opts.threads is not None and opts.threads < 1:
         raise EvsnnError(f"--threads must be ≥ 1, got {opts.threads}")
+    if opts.dtype is None:  # the engine's default: exact presets compute in float64
+        opts = replace(opts, dtype="float64" if net.exact else "float32")
     if opts.dtype not in ("float32", "float64"):
         raise EvsnnError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
     sim, engine = get_simulator(opts.engine)

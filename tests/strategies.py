@@ -18,32 +18,52 @@ from hypothesis import strategies as st
 from evsnn.ir import ann as A
 
 
-def _quant(draw, name, inp, levels, phase, choices=None):
+def _quant(draw, name, inp, levels, phase, choices=None, scale=None):
     e = draw(st.sampled_from([-4, -3, -2]))
     if choices is not None:  # each layer its own L
         levels = draw(st.sampled_from(choices))
+    if scale is not None:
+        return A.QuantAct(name, (inp,), levels, scale, phase)
     return A.QuantAct(name, (inp,), levels, float(levels * 2.0 ** e), phase)
+
+
+def _f32(a):
+    """Real (non-dyadic) values as a model file stores them: float32, held as float64."""
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
 
 
 @st.composite
 def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpool=True, residual=True,
-           image=None, mixed_levels=False):
+           image=None, mixed_levels=False, real=False, tie_first=False):
     """A valid AnnGraph of 1..max_depth quantized activations and a readout Dense layer.
 
     All activations share one phase and one L (drawn from ``levels``), or with
     ``mixed_levels`` each draws its own L.
+
+    ``real``: He-normal float32 weights and biases and one real (non-dyadic) float32 scale λ for every
+    activation (equal scales keep average pools of levels and identity residual adds exact, so hidden
+    layers see exact ties too). ``tie_first``: the first layer is an identity (1×1 conv or dense with
+    weight 1, bias 0) into an activation, so :func:`tie_inputs` can put its pre-activations exactly on
+    level boundaries and round-half ties.
     """
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shared = None
+    if real:
+        shared = float(_f32(draw(st.floats(0.3, 4.0, allow_nan=False, allow_infinity=False))))
     L = draw(st.sampled_from(levels))
     phase = draw(st.sampled_from(phases))
     depth = draw(st.integers(1, max_depth))
     is_image = draw(st.booleans()) if image is None else image
 
     def w(*shape, fan_in):
+        if real:  # He-normal, scaled so a layer's pre-activation spans a few levels of λ
+            return _f32(rng.standard_normal(shape) * np.sqrt(2.0 / fan_in) * (shared or 1.0))
         hi = max(2, int(96 / np.sqrt(fan_in)))
         return rng.integers(-hi, hi + 1, size=shape) / 64.0
 
     def b(n):
+        if real:
+            return _f32(rng.standard_normal(n) * 0.2 * shared)
         return rng.integers(-16, 33, size=n) / 128.0
 
     nodes: list[A.Node] = []
@@ -61,6 +81,16 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
     acts = 0
     while acts < depth:
         k += 1
+        if tie_first and acts == 0:  # identity first layer (see the docstring)
+            n0 = shape[0]
+            if len(shape) == 3:
+                cur = add(A.Conv(f"id{k}", (cur,), np.eye(n0).reshape(n0, n0, 1, 1), np.zeros(n0), (1, 1),
+                                 (0, 0, 0, 0), 1))
+            else:
+                cur = add(A.Dense(f"id{k}", (cur,), np.eye(n0), np.zeros(n0)))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, None, shared))
+            acts += 1
+            continue
         if len(shape) == 3:
             c, h, wd = shape
             kinds = ["conv", "conv", "pool_conv", "conv_pool", "pool", "dense"]
@@ -111,7 +141,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
                 h = (h + pads[0] + pads[2] - ks) // s + 1
                 wd = (wd + pads[1] + pads[3] - ks) // s + 1
                 c = co
-            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None, shared))
             acts += 1
             shape = (c, h, wd)
             if maxpool and min(h, wd) >= 2 and draw(st.integers(0, 3)) == 0:
@@ -121,7 +151,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
             f = shape[0]
             fo = draw(st.integers(1, 12))
             cur = add(A.Dense(f"dense{k}", (cur,), w(fo, f, fan_in=f), b(fo)))
-            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None, shared))
             shape = (fo,)
             acts += 1
     if len(shape) == 3:
@@ -140,6 +170,28 @@ def inputs(draw, graph: A.AnnGraph, max_samples: int = 3):
     n = draw(st.integers(1, max_samples))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return rng.integers(-256, 257, size=(n,) + tuple(graph.input.shape)) / 256.0
+
+
+@st.composite
+def tie_inputs(draw, graph: A.AnnGraph, max_samples: int = 3):
+    """(N, *input_shape) inputs exactly on the first activation's level boundaries and round-half ties:
+    x = (k + h)·λ/L in float64 with k ∈ −1..L+1 and h ∈ {0, ½} drawn per element (for a graph drawn
+    with ``tie_first``, whose first pre-activation is x itself)."""
+    q = next(n for n in graph.nodes if isinstance(n, A.QuantAct))
+    n = draw(st.integers(1, max_samples))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (n,) + tuple(graph.input.shape)
+    k = rng.integers(-1, int(q.levels) + 2, size=shape)
+    h = rng.integers(0, 2, size=shape) / 2.0
+    return (k + h) * q.scale / q.levels
+
+
+@st.composite
+def real_inputs(draw, graph: A.AnnGraph, max_samples: int = 3):
+    """(N, *input_shape) standard-normal float32 inputs (real data: no exact ties)."""
+    n = draw(st.integers(1, max_samples))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return _f32(rng.standard_normal((n,) + tuple(graph.input.shape)))
 
 
 @st.composite

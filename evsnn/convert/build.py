@@ -11,13 +11,22 @@ Normalisation (design.md, "Exactness"), generalised to layers with different L:
 thresholds are 1; a spike of population "pre" is worth u_pre in ANN units and
 a threshold of "post" u_post, with u = λ/L for the exact presets (a level) and
 u = λ for the rate presets (a full-rate spike). A projection carries
-W·u_pre/u_post; the input (analog value x, or a rate spike) carries
-W/(u_post·n) and a bias b/(u_post·n) per wake step, where n = T_w for casc and
-1 otherwise. casc runs T_w = max L wake steps, so a neuron receives
-X = L_post·z/λ_post in total: with one L this is the design's W·λ_pre/λ_post.
-The readout has u = 1/T_w (casc), 1/L (bitserial) or 1 (rate presets): after
-an exact run it holds T_w × the ANN output. Bit-serial networks get their
-input and biases once (n = 1), in level units.
+W·u_pre/u_post. Rate presets: the input (analog value x, or a rate spike)
+carries W/u_post and a bias b/u_post per wake step. Exact presets: every
+population gets a *drive* (:mod:`evsnn.ir.drive`): its ``bias`` is the ANN
+offset b, its analog input projections carry W unscaled (ANN units), and
+``drive_scale`` = L/λ (computed as the ANN's quantizer computes it) turns
+(W·x + b) into level units once; casc spreads it exactly over its wake steps,
+bitserial adds it at step 0. Rate or event input spikes into a casc network
+still carry W/(u_post·T_w) per spike. casc runs T_w = max L wake steps, so a
+neuron receives X = L_post·z/λ_post in total: with one L this is the design's
+W·λ_pre/λ_post. The readout has u = 1/T_w (casc), 1/L (bitserial) or 1 (rate
+presets): after an exact run it holds T_w × the ANN output; its input and bias
+are per-wake-step currents (bitserial: once, n = 1).
+
+A network carries its schedule: ``default_wake`` (casc L, bitserial
+K·(depth+1), rate presets 32) and ``default_sleep`` ("auto" for casc, 0
+otherwise), which the executors use when a call gives none.
 """
 
 from __future__ import annotations
@@ -221,11 +230,22 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
                                                window=tuple(node.kernel), stride=tuple(node.stride),
                                                pads=tuple(node.pads)))
             continue
+        drive = p.exact and isinstance(obj, S.Population)  # see the module docstring
         for pre, chain in _trace(g, src_node, sources, shapes, memo):
             op = compose(chain, shapes[pre])
-            w = (1.0 / n_apply if pre == inp.name else unit[pre]) / unit[post]
+            if pre != inp.name:
+                w = unit[pre] / unit[post]
+            elif drive and input_mode == "analog":
+                w = 1.0  # ANN units: the drive scales W·x + b to levels in one step, as the ANN does
+            else:
+                w = (1.0 / n_apply) / unit[post]
             projections.append(_projection(pre if pre != inp.name else S.INPUT, post, shapes[pre], obj.shape, op, w))
-        obj.bias = vals[src_node].reshape(-1) / (unit[post] * n_apply)
+        if drive:
+            obj.bias = vals[src_node].reshape(-1).astype(np.float64)
+            node = g.node(post)
+            obj.drive_scale = node.levels / node.scale  # the expression of ops.quantize_levels
+        else:
+            obj.bias = vals[src_node].reshape(-1) / (unit[post] * n_apply)
 
     net = S.Network(tuple(inp.shape), pops, projections, readout, preset, input_mode, L, bits,
                     meta={"source": graph.name, "scales": {k: v for k, v in scale.items() if k != inp.name}})
@@ -233,5 +253,6 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
         net.default_wake = bits * (net.depth() + 1)
     else:
         net.default_wake = L if L else 32
+    net.default_sleep = "auto" if preset == "casc" else 0
     net.validate()
     return net

@@ -259,3 +259,34 @@ def update_bit_gate(cvals, v, cnt, val, theta, v0, k, bits, kh, kw, C, H, W, Wo,
                 ev_sig[n_ev] = wk
                 n_ev += 1
     return n_ev
+
+
+@njit(cache=True)
+def drive_init(q, u, steps, base, unit, rem, mod):
+    """Split drive grids (Q, unit = 2^-F) over ``steps`` steps: Q = q·steps + rem, base = q·unit; mod = 0.
+
+    Same numbers as :func:`evsnn.ir.drive.grid_split` (tested).
+    """
+    for i in range(len(q)):
+        qt = q[i] // steps  # floor division, as NumPy's
+        base[i] = qt * u[i]
+        unit[i] = u[i]
+        rem[i] = q[i] - qt * steps
+        mod[i] = 0
+
+
+@njit(cache=True)
+def drive_add(acc, base, unit, rem, mod, steps, lo, hi):
+    """acc += this step's drive increment: base, plus one unit when ⌊(t+1)·rem/steps⌋ > ⌊t·rem/steps⌋.
+
+    ``mod`` carries t·rem mod steps from step to step (no division per neuron and step); the increment
+    equals :func:`evsnn.ir.drive.grid_increment` (tested).
+    """
+    for i in range(lo, hi):
+        m = mod[i] + rem[i]
+        if m >= steps:
+            mod[i] = m - steps
+            acc[i] = acc[i] + (base[i] + unit[i])
+        else:
+            mod[i] = m
+            acc[i] = acc[i] + base[i]

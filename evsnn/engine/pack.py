@@ -15,6 +15,12 @@ Tables (int64 unless noted):
 - ``jf[m]`` (float64) identity weight;
 - ``wbuf`` (engine dtype) all weights; ``ibuf`` (int64) CSR indptr and index maps;
   ``idx32`` (uint32) CSR column indices.
+
+Drives (:mod:`evsnn.ir.drive`): ``sq``/``su`` hold the grid (Q, 2^-F) of every
+drive that does not depend on the sample (internal order); populations fed by
+the analog input get theirs per batch (:func:`input_drive_grid`), at
+``PI_DOFF`` in a (N, total) array. Their analog input projections are no-ops
+in the kernels (their current is in the drive).
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 
 # population table columns
 PI_SIZE, PI_OFF, PI_MODEL, PI_RESET, PI_SHIFT, PI_LEVELS, PI_SLOT, PI_NBLK, PI_BS, PI_BOFF, \
-    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1 = range(17)
-NPI = 17
+    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1, PI_DRIVE, PI_DOFF = range(19)
+NPI = 19
+# PI_DRIVE: how the population gets its constant current (evsnn.ir.drive)
+D_NONE, D_STATIC, D_INPUT = range(3)  # per-step bias (+ input); a drive fixed by the network; one fed by x
 M_IF, M_CIF, M_BIT, M_MAX, M_READOUT = range(5)
 MODEL_CODES = {"if": M_IF, "cif": M_CIF, "bitserial": M_BIT, "maxpool": M_MAX}
 
@@ -88,6 +97,9 @@ class Packed:
     max_delay: int
     macs_on: int           # MACs of the analog input projections per "on" step
     max_cols: int          # scratch size for the dense conv path (im2col)
+    sq: np.ndarray         # (Ntot,) int64 drive grid Q of static drives (0 elsewhere)
+    su: np.ndarray         # (Ntot,) float64 grid unit 2^-F of static drives
+    ndyn: int              # neurons whose drive depends on the input (sum of their populations' sizes)
 
 
 def pack(net: S.Network, dtype=np.float32) -> Packed:
@@ -145,6 +157,20 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             coff += accsz
         off += size
     ntot = off - int(np.prod(shapes[-1]))
+    sq = np.zeros(max(ntot, 1), dtype=np.int64)
+    su = np.zeros(max(ntot, 1))
+    ndyn = 0
+    for i, p in enumerate(pops):
+        if not DR.has_drive(p):
+            continue
+        o = pi[i, PI_OFF]
+        if DR.depends_on_input(net, p):
+            pi[i, PI_DRIVE], pi[i, PI_DOFF] = D_INPUT, ndyn
+            ndyn += p.size
+        else:
+            pi[i, PI_DRIVE] = D_STATIC
+            q, u = DR.grid(DR.drive_total(net, p, None), p.levels, p.v0)
+            sq[o:o + p.size], su[o:o + p.size] = q[perms[i]], u[perms[i]]
     theta = np.ones(off, dtype=dtype)
     bias = np.zeros(off, dtype=dtype)
     for i, p in enumerate(pops):
@@ -199,7 +225,9 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         if a < 0 and net.input_mode == "analog" and not isinstance(pr, S.MaxProjection):
             macs_on += int(f.sum())
         post_is_gate = b < P and pops[b].model == "maxpool"
-        if isinstance(pr, S.MaxProjection):
+        if DR.input_in_drive(net, pr):
+            row[J_KIND] = K_NOOP  # its current is part of the target's drive
+        elif isinstance(pr, S.MaxProjection):
             row[J_KIND] = K_MAX if gates.get(b) == m else K_NOOP
         elif post_is_gate:
             row[J_KIND] = K_NOOP  # a gate ignores currents (as the reference does)
@@ -259,4 +287,18 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         wbuf=cat(wparts, dtype), ibuf=cat(iparts, np.int64), idx32=cat(jparts, np.uint32),
         out_ptr=out_ptr, out_list=order.astype(np.int64), fan=fan, fan_in=fan_in, ntot=ntot, acc_tot=acc,
         c_tot=max(coff, 1), blk_tot=boff, max_delay=max((pr.delay for pr in net.projections), default=0),
-        macs_on=macs_on, max_cols=max_cols)
+        macs_on=macs_on, max_cols=max_cols, sq=sq, su=su, ndyn=ndyn)
+
+
+def input_drive_grid(net: S.Network, pk: Packed, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Q int64, unit float64), each (N, max(ndyn, 1)): the drive grid of the input-fed populations for
+    samples ``x`` (N, input size, external order), population p's neurons at PI_DOFF in internal order."""
+    n = len(x)
+    q = np.zeros((n, max(pk.ndyn, 1)), dtype=np.int64)
+    u = np.zeros((n, max(pk.ndyn, 1)))
+    for i, p in enumerate(net.populations):
+        if pk.pi[i, PI_DRIVE] == D_INPUT:
+            o = pk.pi[i, PI_DOFF]
+            qi, ui = DR.grid(DR.drive_total(net, p, x), p.levels, p.v0)
+            q[:, o:o + p.size], u[:, o:o + p.size] = qi[:, pk.perms[i]], ui[:, pk.perms[i]]
+    return q, u

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from evsnn.engine.pack import PI_OFF, Packed, pack
+from evsnn.engine.pack import PI_OFF, Packed, input_drive_grid, pack
 from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
+from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
 
@@ -46,14 +47,20 @@ def _check_dtype(dtype) -> np.dtype:
     return dtype
 
 
-def prepare(net: S.Network, dtype=np.float32) -> Prepared:
-    """Validate and pack ``net`` for the engine in ``dtype`` (float32 or float64), once.
+def default_dtype(net: S.Network) -> np.dtype:
+    """float64 for the exact presets (their counts must equal the ANN evaluated in float64), float32 else."""
+    return np.dtype(np.float64 if net.exact else np.float32)
+
+
+def prepare(net: S.Network, dtype=None) -> Prepared:
+    """Validate and pack ``net`` for the engine in ``dtype`` (float32 or float64; default
+    :func:`default_dtype`), once.
 
     The work done here (validation, tables, weight layouts, index maps) is what every
     ``simulate(net, ...)`` call would otherwise repeat; reuse the result across batches.
     The network must not be modified afterwards (prepare again if it is).
     """
-    dtype = _check_dtype(dtype)
+    dtype = _check_dtype(default_dtype(net) if dtype is None else dtype)
     pk = pack(net, dtype)
     P = len(pk.names)
     ext = np.empty(len(pk.theta), dtype=np.int64)
@@ -73,16 +80,19 @@ def _fractions(path: str, dtype) -> tuple[float, float]:
     return BREAK_EVEN["conv"] * f, BREAK_EVEN["csr"] * f
 
 
-def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str = 0,
+def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str | None = None,
              max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
-             threads: int | None = None, dtype=None, path: str = "auto") -> SimResult:
+             threads: int | None = None, dtype=None, path: str = "auto", verify: bool = False) -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
     ``net``: a :class:`~evsnn.ir.snn.Network`, or a :class:`Prepared` from :func:`prepare` (packed once,
-    reusable across calls; same results). Extra options: ``threads`` (samples run in parallel, one state
-    per thread; results do not depend on it; default: Numba's thread count), ``dtype`` (float32 like the
-    source models, or float64; default float32, or the Prepared's dtype, which an explicit ``dtype`` must
-    match) for membranes, currents and weights, and ``path``: "auto" picks per projection and step between
+    reusable across calls; same results). ``wake``/``sleep`` None: the network's schedule (casc: T_w = L,
+    sleep until quiet). ``verify``: attach :func:`evsnn.verify.verify`'s report (``res.verify``). Extra
+    options: ``threads`` (samples run in parallel, one state per thread; results do not depend on it;
+    default: Numba's thread count), ``dtype`` (float32 or float64 for membranes, currents and weights;
+    default float64 for the exact presets casc and bitserial, whose counts then equal the quantized ANN
+    evaluated in float64, float32 for the rate presets; or the Prepared's dtype, which an explicit
+    ``dtype`` must match), and ``path``: "auto" picks per projection and step between
     the event scatter and a dense BLAS step from the event count; "event" / "dense" force one (for tests;
     spike and SOP counts are event counts either way).
 
@@ -99,7 +109,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
             raise ConversionError(f"dtype {np.dtype(dtype)} differs from the prepared network's {prep.dtype}; "
                                   "prepare it again with that dtype")
     else:
-        prep = prepare(net, np.float32 if dtype is None else dtype)
+        prep = prepare(net, dtype)
     net, dtype, pk = prep.net, prep.dtype, prep.packed
     plan = make_plan(net, wake, sleep, max_sleep, record, seed, allow_inexact)
     x = check_batch(net, x)
@@ -112,6 +122,8 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     else:
         rate = np.zeros((n, 0, 0), dtype=np.uint8)
         xin = np.ascontiguousarray(x.reshape(n, -1)[:, pk.in_perm])
+    dq, du = input_drive_grid(net, pk, x.reshape(n, -1)) if pk.ndyn and not use_rate else (
+        np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1)))
     bitserial = net.preset == "bitserial"
     bits = int(net.bits or 0)
     P = len(pk.names)
@@ -147,7 +159,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
                   bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
                   max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
-                  qa, silent)
+                  qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
     finally:
         numba.set_num_threads(old)
 
@@ -181,4 +193,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     res.input_macs = np.broadcast_to(np.where(on, pk.macs_on, 0).astype(np.int64), (n, steps)).copy()
     res.sleep_steps = sleep_steps
     res.quiescent = quiescent
+    if verify:
+        from evsnn.verify import verify as run_verify  # lazy: evsnn.verify imports only evsnn.ir
+        res.verify = run_verify(net, x, res, seed=seed)
     return res

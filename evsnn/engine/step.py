@@ -9,7 +9,9 @@ by ≥ 1 (a gate's window max changes only where an input neuron spiked). Then
 record the events and scatter them along every outgoing
 projection into slot (t + delay) % R of the target. A projection with many
 events this step takes the dense path (BLAS) instead; the target is then
-updated in full. The readout accumulates last. A sample stops when it is
+updated in full. A population with a drive (exact presets, evsnn.ir.drive) gets
+its grid increment added to its accumulator in each delivery step (casc: the
+wake steps; bitserial: step 0) instead of input and bias. The readout accumulates last. A sample stops when it is
 quiet (no spike in the last D+1 steps, t ≥ T_w): nothing can change after
 that, so its remaining records are padding (readout held, zeros elsewhere).
 """
@@ -23,8 +25,8 @@ from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
     J_A, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST, K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_CIF,
-    M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_GATE, PI_LEVELS, PI_MODEL, PI_NBLK, PI_OFF,
-    PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT, PI_TRACK,
+    M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_DOFF, PI_DRIVE, PI_GATE, PI_LEVELS, PI_MODEL,
+    PI_NBLK, PI_OFF, PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT, PI_TRACK,
 )
 
 
@@ -97,7 +99,7 @@ def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mar
 
 @njit(cache=True)
 def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry,
-                ev_idx, ev_sig, wake, bitserial, bits, shift_den):
+                ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod, dsteps):
     """Update population p at step t (slot r); returns its event count (events at ev_idx[off:...])."""
     off = pi[p, PI_OFF]
     size = pi[p, PI_SIZE]
@@ -118,6 +120,11 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     mk = mark[r, b0:b0 + nb]
     ls = lst[r, b0:b0 + nb]
     on = (t == 0) if bitserial else (t < wake)
+    if pi[p, PI_DRIVE] != 0:
+        if t < dsteps:  # a delivery step (always updated in full: t < wake)
+            NR.drive_add(accp, dbase[off:off + size], dunit[off:off + size], drem[off:off + size],
+                         dmod[off:off + size], dsteps, 0, size)
+        on = False  # its drive replaces input and bias
     sleep = (not bitserial) and t >= wake
     nl = lst_n[r, p]
     # a max-pool gate changes only where its window received an event (listed by max_scatter in every step)
@@ -216,7 +223,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
                v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig,
                sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
-               values, qa_out, silent_out):
+               values, qa_out, silent_out, dq, du, sq, su, dsteps, dbase, dunit, drem, dmod):
     """Simulate sample n from a fresh state and write its records (sample n of every record array).
 
     Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
@@ -238,6 +245,18 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
     lst_n[:] = 0
     full[:] = 0
     out[:] = 0
+    for p in range(P):
+        dk = pi[p, PI_DRIVE]
+        if dk != 0:
+            off = pi[p, PI_OFF]
+            sz = pi[p, PI_SIZE]
+            if dk == 2:  # fed by the input: this sample's grid
+                o = pi[p, PI_DOFF]
+                NR.drive_init(dq[n, o:o + sz], du[n, o:o + sz], dsteps, dbase[off:off + sz], dunit[off:off + sz],
+                              drem[off:off + sz], dmod[off:off + sz])
+            else:
+                NR.drive_init(sq[off:off + sz], su[off:off + sz], dsteps, dbase[off:off + sz], dunit[off:off + sz],
+                              drem[off:off + sz], dmod[off:off + sz])
     n_in = x.shape[1]
     if not use_rate:  # analog input: its current is the same every "on" step, computed once
         ne = 0
@@ -279,7 +298,8 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                             frac_csr, sig, scratch)
         for p in range(P):
             ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
-                             full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den)
+                             full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
+                             dsteps)
             if ne == 0:
                 continue
             any_sp = True
@@ -340,7 +360,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
 def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
               fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den, acc_tot, c_tot,
               blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
-              counts, values, qa_out, silent_out):
+              counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
     """Samples split into ``nchunks`` contiguous chunks run in parallel; one state per chunk (thread)."""
     N = x.shape[0]
     P = pi.shape[0] - 1
@@ -366,9 +386,14 @@ def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibu
         sig = np.zeros(sig_size, dtype=theta.dtype)
         scratch = np.empty(scratch_size, dtype=theta.dtype)
         out = np.zeros(pi[P, PI_SIZE], dtype=theta.dtype)
+        dbase = np.zeros(nall, dtype=theta.dtype)
+        dunit = np.zeros(nall, dtype=theta.dtype)
+        drem = np.zeros(nall, dtype=np.int64)
+        dmod = np.zeros(nall, dtype=np.int64)
         for n in range(lo, hi):
             run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
                        fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
                        v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx,
                        ev_in_sig, sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
-                       do_raster, counts, values, qa_out, silent_out)
+                       do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps, dbase, dunit, drem,
+                       dmod)

@@ -33,15 +33,25 @@ class RunPlan:
         return self.wake + self.sleep
 
 
-def make_plan(net: Network, wake: int | None = None, sleep: int | str = 0, max_sleep: int | None = None,
+def make_plan(net: Network, wake: int | None = None, sleep: int | str | None = None, max_sleep: int | None = None,
               record=("counts",), seed: int = 0, allow_inexact: bool = False) -> RunPlan:
     """Validate run options against the network's preset; raise ConversionError (a ValueError) on misuse.
 
-    casc is exact only with wake = L: another wake length needs ``allow_inexact`` (ablations).
-    bitserial runs exactly K·(depth+1) steps; more wake steps change nothing, fewer are an error.
+    ``wake``/``sleep`` None: the network's schedule (:meth:`Network.schedule_defaults`; casc: T_w = L,
+    sleep "auto"). casc is exact only with wake = L and a sleep phase that lets it settle: another wake
+    length, or sleep = 0, needs ``allow_inexact`` (ablations). bitserial runs exactly K·(depth+1)
+    steps; more wake steps change nothing, fewer are an error.
     """
+    dwake, dsleep = net.schedule_defaults()
     if wake is None:
-        wake = net.default_wake
+        wake = dwake
+    if sleep is None:
+        sleep = dsleep
+    if net.preset == "casc" and not allow_inexact and not isinstance(sleep, (bool, np.bool_)) and (
+            isinstance(sleep, (int, np.integer)) and sleep == 0):
+        raise ConversionError(
+            "casc settles only with a sleep phase: sleep=0 leaves counts short of the ANN levels; use "
+            "sleep='auto' (the default) or pass allow_inexact=True (--allow-inexact) to run it anyway")
     if isinstance(wake, bool) or not isinstance(wake, (int, np.integer)) or wake < 1:
         raise ConversionError(f"wake must be a positive number of steps, got {wake!r}")
     if net.preset == "casc" and wake != net.levels and not allow_inexact:
@@ -131,6 +141,7 @@ class SimResult:
     - ``raster``: name → (N, steps, size) int8 signed spikes (only with record "raster").
     - ``sleep_steps``: (N,) sleep steps each sample ran until it went quiet (auto) or the fixed count.
     - ``quiescent``: (N,) whether the sample was quiet at its end.
+    - ``verify``: the :class:`evsnn.verify.VerifyReport` of a run with ``verify=True``, else None.
     """
 
     readout: np.ndarray
@@ -144,6 +155,7 @@ class SimResult:
     raster: dict = field(default_factory=dict)
     sleep_steps: np.ndarray | None = None
     quiescent: np.ndarray | None = None
+    verify: object | None = None
 
     @property
     def steps(self) -> int:

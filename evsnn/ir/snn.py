@@ -14,13 +14,23 @@ t_w = wake steps so far (the current one included, T_w during sleep):
   s = +1 only if S < min(t_w, L); S += s; v -= θ·s.
 - ``"bitserial"``: integrates input until its emit window, then for k = 0..K−1
   θ_k = θ·2^(K−1−k), s = [v ≥ θ_k], v -= θ_k·s; outgoing weights ×2^(K−1−k).
-  ``bias`` is added once (already in level units), at step 0.
+  Its drive (below) is added once, at step 0.
 - ``"maxpool"``: keeps the net count c_i of each input of its window and emits
   sign(max_i c_i − S) (±1 per step at most) so S tracks the window maximum.
   Bit-serial networks: c_i accumulate bit-weighted values; the gate emits the
   K bits of max_i c_i in its window.
 
 Every population starts with v = v0·θ.
+
+Constant currents (see :mod:`evsnn.ir.drive`): a population with ``drive_scale``
+set (the exact presets) receives its *drive* D = (Σ analog input projections(x)
++ ``bias``)·``drive_scale`` in level units, in total over the wake phase (casc:
+spread over the T_w wake steps on an exact fixed-point grid; bitserial: at step
+0). Its ``bias`` and its analog input projections are then in ANN units (the
+pre-activation z), and D is computed like the quantized ANN scales z, so an
+input exactly on a level boundary gives the ANN's level. Without
+``drive_scale`` (rate presets, network files written before it existed)
+``bias`` and the input projections give a current added at every wake step.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from evsnn.errors import ConversionError
 Shape = tuple[int, ...]
 INPUT = "input"
 MODELS = ("if", "cif", "bitserial", "maxpool")
+EXACT_PRESETS = ("casc", "bitserial")  # presets whose counts equal the quantized ANN (float64 by default)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class Population:
     reset: str = "subtract"
     shift: bool = False
     scale: float = 1.0  # ANN value of one spike × L (the source activation's λ); informational
+    drive_scale: float | None = None  # L/λ: level units per ANN unit of the drive (None: per-step bias)
 
     @property
     def size(self) -> int:
@@ -148,6 +160,20 @@ class Network:
     bits: int | None = None
     default_wake: int | None = None
     meta: dict = field(default_factory=dict)
+    default_sleep: int | str | None = None  # steps or "auto"; None: the preset's (see schedule_defaults)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the preset is exact (casc, bitserial): every count equals the quantized ANN level."""
+        return self.preset in EXACT_PRESETS
+
+    def schedule_defaults(self) -> tuple[int, int | str]:
+        """(wake, sleep) a run uses when none is given: casc T_w = L then sleep until quiet ("auto");
+        bitserial its K·(depth+1) pipeline and no sleep; rate presets T wake steps and no sleep."""
+        sleep = self.default_sleep
+        if sleep is None:
+            sleep = "auto" if self.preset == "casc" else 0
+        return self.default_wake, sleep
 
     def population(self, name: str) -> Population:
         for p in self.populations:

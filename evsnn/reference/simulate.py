@@ -8,8 +8,10 @@ signed spikes; the *signal* a spike carries is ±1, or 2^(K−1−k) for a
 bit-serial spike at emit step k. The readout accumulates its current after
 every step.
 
-Bit-serial networks take their input and biases once, at step 0 (the
-converter scaled them to level units); population p of slot j (see
+Populations with a drive (exact presets, :mod:`evsnn.ir.drive`) receive
+their drive's grid increment instead of the analog input and bias, added after
+the incoming spikes: I = Σ projections(spikes) + increment. Bit-serial networks
+take their input and biases once, at step 0 (in level units); population p of slot j (see
 :meth:`Network.stages`) integrates until step j·K and emits its K bits in
 steps j·K … j·K+K−1.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from evsnn import models
+from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
 from evsnn.reference.projections import apply_projection, window_max
@@ -72,17 +75,26 @@ def _emit(pop, st, k, net):
     return s, s * float(2 ** (net.bits - 1 - k))
 
 
-def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, max_sleep: int | None = None,
-             record=("counts",), seed: int = 0, allow_inexact: bool = False) -> SimResult:
+def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str | None = None,
+             max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
+             verify: bool = False) -> SimResult:
     """Run ``net`` on ``x`` (N, *input_shape) for ``wake`` steps then ``sleep`` (steps or "auto").
 
-    See :class:`evsnn.ir.records.SimResult` for what is returned and
+    ``wake``/``sleep`` None: the network's own schedule (casc: T_w = L, then sleep until quiet).
+    ``verify``: attach :func:`evsnn.verify.verify`'s report (``res.verify``). See
+    :class:`evsnn.ir.records.SimResult` for what is returned and
     :func:`evsnn.ir.records.make_plan` for the option checks.
     """
     plan = make_plan(net, wake, sleep, max_sleep, record, seed, allow_inexact)
     x = check_batch(net, x)
     n = len(x)
     xin = x.reshape(n, -1)
+    dsteps = DR.delivery_steps(net, plan.wake)
+    drives = {}  # population → grid split of its drive (see evsnn.ir.drive)
+    for p in net.populations:
+        if DR.has_drive(p):
+            q, unit = DR.grid(DR.drive_total(net, p, xin), p.levels, p.v0)
+            drives[p.name] = DR.grid_split(q, unit, dsteps)
     rate = input_spikes(net, x, plan)  # None for analog input
     bitserial = net.preset == "bitserial"
     slots = net.stages() if bitserial else {}
@@ -117,7 +129,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
             if isinstance(pr, S.MaxProjection):
                 continue
             if pr.pre == S.INPUT:
-                if on:
+                if on and not DR.input_in_drive(net, pr):
                     sig = xin if rate is None else rate[:, t].astype(np.float64)
                     cur += apply_projection(pr, sig)
                 continue
@@ -133,7 +145,10 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
         for p in pops:
             st = states[p.name]
             cur, on = current_into(p.name, p.size, t, now)
-            if on:
+            if p.name in drives:
+                if t < dsteps:
+                    cur = cur + DR.grid_increment(drives[p.name], t, dsteps)
+            elif on:
                 cur += p.bias
             if p.name in gates:
                 pr = gates[p.name]
@@ -188,4 +203,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str = 0, m
     else:
         res.sleep_steps = np.full(n, steps - plan.wake, dtype=np.int64)
         res.quiescent = silent_run > max_delay
+    if verify:
+        from evsnn.verify import verify as run_verify  # lazy: the oracle is not needed for a plain run
+        res.verify = run_verify(net, x, res, seed=seed)
     return res

@@ -1,7 +1,7 @@
 """Network files: an :class:`~evsnn.ir.Network` in HDF5 (``format = "evsnn-network"``).
 
 Layout (version 1): root attributes describe the network (preset, input_shape,
-input_mode, levels, bits, default_wake, meta as JSON); ``/populations/pNNNN``
+input_mode, levels, bits, default_wake, default_sleep (optional), meta as JSON); ``/populations/pNNNN``
 and ``/projections/pNNNN`` hold one item each in order, their fields as
 attributes (small values) or datasets (arrays); ``/readout`` the readout.
 Names are attributes, not group names, since source names may contain "/".
@@ -80,6 +80,8 @@ def save_network(net: S.Network, path: str | os.PathLike, source: dict | None = 
             v = getattr(net, k)
             f.attrs[k] = _NONE if v is None else int(v)
         f.attrs["meta"] = json.dumps(meta)
+        if net.default_sleep is not None:  # "auto" or steps; absent in older files (then the preset's default)
+            f.attrs["default_sleep"] = net.default_sleep if isinstance(net.default_sleep, str) else int(net.default_sleep)
         pops = f.create_group("populations")
         for i, p in enumerate(net.populations):
             _put(pops.create_group(f"p{i:04d}"), p)
@@ -95,7 +97,9 @@ def load_network(path: str | os.PathLike) -> S.Network:
     """Read a network file; FormatError for anything that is not a readable evsnn-network file."""
     with open_h5(path, FORMAT, (VERSION,)) as f:
         try:
-            pops = [_get(f["populations"][k], S.Population, ("levels",)) for k in _in_order(f["populations"])]
+            # drive_scale: absent in files older than drives (their biases are per-step currents)
+            pops = [_get(f["populations"][k], S.Population, ("levels", "drive_scale"))
+                    for k in _in_order(f["populations"])]
             prs = []
             for k in _in_order(f["projections"]):
                 g = f["projections"][k]
@@ -110,6 +114,10 @@ def load_network(path: str | os.PathLike) -> S.Network:
             net = S.Network(tuple(int(i) for i in f.attrs["input_shape"]), pops, prs, readout,
                             str(f.attrs["preset"]), str(f.attrs["input_mode"]), attrs["levels"], attrs["bits"],
                             attrs["default_wake"], json.loads(f.attrs["meta"]))
+            if "default_sleep" in f.attrs:
+                ds = f.attrs["default_sleep"]
+                net.default_sleep = ds.decode() if isinstance(ds, bytes) else (
+                    str(ds) if isinstance(ds, str) else int(ds))
         except (KeyError, TypeError) as e:
             raise FormatError(f"{path}: damaged evsnn-network file ({e})") from None
     for p in net.populations:

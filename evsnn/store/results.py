@@ -16,6 +16,12 @@ Layout (N samples, S steps, C = readout size, every name fixed so other tools ca
   count and transmitted value in level units at the end (only with record ``counts``).
 - ``/layers/<name>/events/{sample, step, neuron, polarity}``: the spike raster as AER
   arrays (only with record ``raster``), sorted by sample, step, neuron.
+- ``/verify`` (runs with ``--verify``, see :mod:`evsnn.verify`): exact presets
+  ``exact`` bool (N,), every hidden neuron equal to the quantized ANN level, and
+  ``mismatches/<name>`` int64 (N,), neurons that differ per layer; rate presets
+  ``rate_error_mean/<name>`` and ``rate_error_max/<name>`` float64 (N,),
+  |count/T − a| per sample. The group's ``kind`` attribute says which. Optional:
+  files without it are still version 1.
 - ``/config`` attributes: preset, wake, sleep, seed, source and network files and their
   sha256, data, options (``""`` stands for "not set").
 - ``/energy`` attributes: per-sample counts; ``/energy/<profile>`` (groups in creation
@@ -117,6 +123,7 @@ class Layout:
     counts: bool = False
     raster: bool = False
     labels: bool = False
+    verify: str = ""  # "exact" / "rate": write /verify (see the module docstring); "": no verification
 
     @property
     def n_batches(self) -> int:
@@ -204,6 +211,18 @@ class ResultsWriter:
                 for k, dt in (("sample", "i8"), ("step", "i4"), ("neuron", "i8"), ("polarity", "i1")):
                     ev.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(65536,),
                                       compression="gzip", compression_opts=1)
+        if lo.verify:
+            vg = f.create_group("verify")
+            vg.attrs["kind"] = lo.verify
+            if lo.verify == "exact":
+                vg.create_dataset("exact", shape=(n,), dtype=bool)
+            kinds = ("mismatches",) if lo.verify == "exact" else ("rate_error_mean", "rate_error_max")
+            for k in kinds:
+                sub = vg.create_group(k, track_order=True)
+                for ly in lo.layers:
+                    if ly.has_state:
+                        d = sub.create_dataset(escape_name(ly.name), shape=(n,), dtype="i8" if k == "mismatches" else "f8")
+                        d.attrs["name"] = ly.name
         b = f.create_group("_batches")
         nb, nl = lo.n_batches, len(lo.layers)
         b.create_dataset("steps", shape=(nb,), dtype="i8")
@@ -290,10 +309,26 @@ class ResultsWriter:
                 g["value"][rows] = res.values[ly.name]
             if lo.raster:
                 self._write_events(g["events"], i, b, start, res.raster.get(ly.name))
+        if lo.verify:
+            self._write_verify(rows, res.verify)
         f.attrs["batches_done"] = b + 1
         f.attrs["samples_done"] = start + n
         f.flush()
         self.start_batch = b + 1
+
+    def _write_verify(self, rows: slice, rep) -> None:
+        vg = self.f["verify"]
+        if rep is None:
+            raise FormatError("this results file verifies every batch, but a batch came without a verify report")
+        if self.layout.verify == "exact":
+            vg["exact"][rows] = np.asarray(rep.exact, dtype=bool)
+            parts = {"mismatches": rep.mismatches}
+        else:
+            parts = {"rate_error_mean": rep.rate_error_mean, "rate_error_max": rep.rate_error_max}
+        for k, per_layer in parts.items():
+            for ly in self.layout.layers:
+                if ly.has_state:
+                    vg[k][escape_name(ly.name)][rows] = per_layer[ly.name]
 
     def _write_events(self, ev, i: int, b: int, start: int, raster) -> None:
         if raster is None:
@@ -420,6 +455,27 @@ def layer_groups(f: h5py.File):
         yield _plain(g.attrs.get("name", unescape_name(key))), g
 
 
+def read_verify(vg: h5py.Group) -> dict:
+    """Summary of ``/verify``: kind; exact presets: samples exact, percent, mismatching neurons per layer
+    (summed over samples); rate presets: mean and max |count/T − a| per layer."""
+    kind = _plain(vg.attrs.get("kind", ""))
+    out = {"kind": kind, "layers": {}}
+    if kind == "exact":
+        ex = vg["exact"][()]
+        out.update(samples=int(len(ex)), exact_samples=int(ex.sum()),
+                   percent_exact=100.0 * float(ex.mean()) if len(ex) else 100.0)
+        for key in vg["mismatches"]:
+            d = vg["mismatches"][key]
+            out["layers"][_plain(d.attrs.get("name", unescape_name(key)))] = {"mismatches": int(d[()].sum())}
+    else:
+        for key in vg.get("rate_error_mean", {}):
+            m, x = vg["rate_error_mean"][key], vg["rate_error_max"][key]
+            out["layers"][_plain(m.attrs.get("name", unescape_name(key)))] = {
+                "rate_error_mean": float(m[()].mean()) if m.size else 0.0,
+                "rate_error_max": float(x[()].max()) if x.size else 0.0}
+    return out
+
+
 def read_summary(path: str | os.PathLike) -> dict:
     """Small parts of a results file as plain Python/NumPy: config, per-step sums, accuracy, energy.
 
@@ -440,6 +496,8 @@ def read_summary(path: str | os.PathLike) -> dict:
             d.update({"size": int(g.attrs.get("size", 0)), "model": _plain(g.attrs.get("model", "")),
                       "shape": tuple(_plain(g.attrs.get("shape", [])))})
             out["layers"][name] = d
+        if "verify" in f:
+            out["verify"] = read_verify(f["verify"])
         if "energy" in f:
             eg = f["energy"]
             out["energy_counts"] = attrs_dict(eg)

@@ -1,0 +1,153 @@
+"""The wake drive: the constant current of every population over the wake phase, delivered exactly.
+
+Shared by both executors (the NumPy reference and the Numba engine) and by the
+verification oracle, so all three see the same numbers.
+
+Definition (populations with ``drive_scale`` set, i.e. the exact presets):
+
+    D = (Σ analog input projections(x) + bias) · drive_scale        (level units)
+
+with x in float64, the projections in ANN units (the converter leaves them
+unscaled) and ``drive_scale`` = L/λ computed as ``levels / scale``. This is the
+one expression :func:`evsnn.ir.ops.quantize_levels` applies to the ANN's
+pre-activation z, so an input whose z lies exactly on a level boundary
+(k·λ/L) or a round-half tie ((k + ½)·λ/L) gives exactly the ANN's level.
+Hidden populations get D = bias · drive_scale (no input term).
+
+Delivery. Summing L rounded per-step currents would move such a boundary (1/7
+added 7 times is 0.9999999999999998), so the total is put on a fixed-point grid
+2^-F instead (:func:`grid`): Q = floor(D·2^F) exactly (power-of-two scaling),
+and casc wake step t (0 ≤ t < T) receives
+
+    (floor((t+1)·Q/T) − floor(t·Q/T)) · 2^-F
+
+computed from Q = q·T + r (so nothing overflows). Every partial sum is a
+multiple of 2^-F below 2^52·2^-F, hence exact in float64, and so is the
+membrane of a neuron driven only by its drive (v0 = φ and the integer spike
+count are on the grid too). The grid is taken of fl(D + φ) (the value the
+ANN floors, rounding included): the delivered total Q·2^-F satisfies
+floor(Q·2^-F + φ) = floor(fl(D + φ)) for φ ∈ {0, ½} (φ·2^F is an integer), so
+the first layer's level is exactly the ANN's. F is chosen per neuron as large as
+the bound allows (F = 52 − bitlength(⌈|D|⌉ + L + 2), at least 1), so for hidden
+neurons the grid moves D by less than 2^-F ≈ |D|·2^-52: float64 accuracy.
+|D| is clamped to 2^50 first (a neuron driven that hard saturates at 0 or L
+unless its spike input is as large, which no converted model comes near).
+bitserial takes its whole drive at step 0: the same grid with T = 1.
+
+Work counted: the executors compute W·x once per sample, but ``input_macs``
+still charges the analog input projections' MACs at every wake step (bitserial:
+step 0), as design.md defines them, so energy estimates do not change with this
+implementation detail (hardware that streams the input every step pays them).
+Rate presets keep their per-step input and bias current (no drive).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from evsnn.ir import ops
+from evsnn.ir import snn as S
+
+CLAMP = 2.0 ** 50
+
+
+def dense_matrix(pr: S.DenseProjection) -> sp.csr_matrix:
+    """The (pre, post) sparse matrix whose row i holds neuron i's outgoing weights."""
+    n_pre, n_post = int(np.prod(pr.pre_shape)), int(np.prod(pr.post_shape))
+    return sp.csr_matrix((pr.data, pr.indices, pr.indptr), shape=(n_pre, n_post))
+
+
+def project(pr: S.Projection, s: np.ndarray) -> np.ndarray:
+    """(N, pre size) signal ``s`` (spikes × their weight factor, or x) → (N, post size) current into ``post``."""
+    n = s.shape[0]
+    if isinstance(pr, S.DenseProjection):
+        return np.asarray(dense_matrix(pr).T.dot(s.T).T)
+    if isinstance(pr, S.ConvProjection):
+        w = pr.kernel.transpose(3, 2, 0, 1)  # → (Cout, Cin/g, kh, kw)
+        y = ops.conv2d(s.reshape((n,) + tuple(pr.pre_shape)), w, pr.stride, pr.pads, pr.groups)
+        return y.reshape(n, -1)
+    if isinstance(pr, S.PoolProjection):
+        win = ops.windows(s.reshape((n,) + tuple(pr.pre_shape)), pr.window, pr.stride, pr.pads)
+        return (win.sum(axis=(-1, -2)) * pr.weight).reshape(n, -1)
+    if isinstance(pr, S.IdentityProjection):
+        return s * pr.weight
+    raise TypeError(f"projection kind {pr.kind!r} does not deliver currents")
+
+
+def has_drive(pop: S.Population) -> bool:
+    return pop.drive_scale is not None
+
+
+def input_in_drive(net: S.Network, pr: S.Projection) -> bool:
+    """Whether projection ``pr`` is an analog input projection folded into its target's drive."""
+    if pr.pre != S.INPUT or net.input_mode != "analog":
+        return False
+    post = next((p for p in net.populations if p.name == pr.post), None)
+    return post is not None and has_drive(post)
+
+
+def depends_on_input(net: S.Network, pop: S.Population) -> bool:
+    """Whether ``pop``'s drive depends on the sample (it has an analog input projection)."""
+    return has_drive(pop) and any(input_in_drive(net, pr) for pr in net.incoming(pop.name))
+
+
+def drive_total(net: S.Network, pop: S.Population, x: np.ndarray | None) -> np.ndarray:
+    """D of ``pop``: (N, size) float64 for an input-fed population (x: (N, input size) or (N, *input_shape)),
+    else (size,) float64 (the same for every sample)."""
+    bias = np.asarray(pop.bias, dtype=np.float64).reshape(-1)
+    if not depends_on_input(net, pop):
+        return bias * pop.drive_scale
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    z = None
+    for pr in net.incoming(pop.name):
+        if input_in_drive(net, pr):
+            y = project(pr, x)
+            z = y if z is None else z + y
+    # ANN order: the linear op, then its bias, then one scaling to level units (as ops.quantize_levels)
+    return (z + bias) * pop.drive_scale
+
+
+def grid(d: np.ndarray, levels: int, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(Q int64, unit = 2^-F float64) of drive totals ``d`` (any shape) for a population of ``levels``
+    whose neurons start at v0 = ``phase`` (0 or ½).
+
+    The ANN floors fl(D + φ), which rounds (0.49999999999999994 + ½ = 1.0 in float64), so the grid
+    is taken of y = fl(D + φ): Q = floor(y·2^F) − φ·2^F, and floor(Q·2^-F + φ) = floor(y), the
+    ANN's level whenever D is its scaled pre-activation.
+    """
+    d = np.clip(np.asarray(d, dtype=np.float64), -CLAMP, CLAMP)
+    mag = np.ceil(np.abs(d)) + float(levels) + 2.0  # an integer below 2^51: exact
+    f = np.maximum(52 - np.frexp(mag)[1], 1)
+    q = np.floor(np.ldexp(d + phase, f)).astype(np.int64) - np.ldexp(phase, f).astype(np.int64)
+    return q, np.ldexp(1.0, -f)
+
+
+def grid_split(q: np.ndarray, unit: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step delivery of Q·unit over ``steps`` steps: (base float64, unit float64, rem int64) with
+    Q = q·steps + rem, base = q·unit; step t gets base + unit·(⌊(t+1)·rem/steps⌋ − ⌊t·rem/steps⌋)."""
+    qt = np.floor_divide(q, steps)
+    return qt.astype(np.float64) * unit, unit, q - qt * steps
+
+
+def grid_increment(split, t: int, steps: int) -> np.ndarray:
+    """The current step t (0 ≤ t < steps) receives, from :func:`grid_split`'s result."""
+    base, unit, rem = split
+    extra = ((t + 1) * rem) // steps - (t * rem) // steps
+    return base + unit * extra
+
+
+def delivery_steps(net: S.Network, wake: int) -> int:
+    """Steps the drive is spread over: the wake phase (casc), or 1 (bitserial, at step 0)."""
+    return 1 if net.preset == "bitserial" else int(wake)
+
+
+def delivered_totals(net: S.Network, x: np.ndarray | None) -> dict[str, np.ndarray]:
+    """name → total drive the executors deliver, Q·2^-F (level units), for every population with a drive;
+    (N, size) for input-fed populations, else (size,)."""
+    out = {}
+    for p in net.populations:
+        if has_drive(p):
+            q, unit = grid(drive_total(net, p, x), p.levels, p.v0)
+            out[p.name] = q.astype(np.float64) * unit
+    return out
