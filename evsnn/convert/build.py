@@ -223,6 +223,9 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
 
     net = S.Network(tuple(inp.shape), pops, projections, readout, preset, input_mode, L, bits,
                     meta={"source": graph.name, "scales": {k: v for k, v in scale.items() if k != inp.name}})
+    for key in ("input_quant", "readout_quant"):  # quantizers on the model's input/logits (ONNX QDQ, QONNX)
+        if graph.meta.get(key):
+            net.meta[key] = dict(graph.meta[key])
     if preset == "bitserial":
         net.default_wake = bits * (net.depth() + 1)
     else:

@@ -11,6 +11,11 @@ Activation semantics (z is the pre-activation, a the output):
 - ``QuantAct(L, λ, φ)``:  a = λ · clip(floor(z·L/λ + φ), 0, L) / L.
   φ = 0 is the floor (CQReLU) quantizer, φ = ½ the round-half (QCFS) one.
   The integer ``clip(floor(z·L/λ + φ), 0, L)`` is the neuron's *level*.
+  With ``rounding="half_even"`` the level is clip(rint(z·L/λ + φ − ½), 0, L)
+  (ties to even, as ONNX ``QuantizeLinear`` and QONNX ``ROUND``); it differs
+  from the floor form with the same φ only where z·L/λ + φ is an integer.
+  The SNN presets realise the floor form (v0 = φ·θ), so on such exact ties
+  a half-even quantizer's spike count can be one above the file's level.
 - ``ClipAct(λ)``: a = clip(z, 0, λ) (threshold ReLU, Deng & Gu).
 - ``Relu``: a = max(z, 0); needs calibration to get λ before conversion.
 """
@@ -123,6 +128,7 @@ class QuantAct(Node):
     levels: int = 1
     scale: float = 1.0
     phase: float = 0.0
+    rounding: str = "floor"  # or "half_even" (see the module docstring)
     kind = "quant"
 
 
@@ -142,6 +148,7 @@ class Relu(Node):
 
 
 ACTIVATIONS = (QuantAct, ClipAct, Relu)
+ROUNDINGS = ("floor", "half_even")
 LINEAR = (Conv, Dense, AvgPool, Add, Flatten, Identity)
 
 
@@ -271,6 +278,7 @@ def _infer_shape(n: Node, ins: list[Shape]) -> Shape:
             _need(not isinstance(n.levels, bool) and np.isfinite(lv) and lv == int(lv) and lv >= 1, n,
                   f"levels must be a whole number ≥ 1, got {n.levels}")
             _need(np.isfinite(n.phase), n, f"phase must be finite, got {n.phase}")
+            _need(n.rounding in ROUNDINGS, n, f"rounding must be one of {ROUNDINGS}, got {n.rounding!r}")
         if isinstance(n, (QuantAct, ClipAct)):
             _need(np.isfinite(n.scale) and n.scale > 0, n, f"scale must be finite and > 0, got {n.scale}")
         return x
@@ -289,6 +297,24 @@ def as_batch(x, shape, expects: str = "the model") -> np.ndarray:
     return x
 
 
+def quantize_input(x: np.ndarray, spec: dict | None) -> np.ndarray:
+    """Apply a model's input quantizer (``meta["input_quant"]``, e.g. an ONNX QDQ pair on the graph input).
+
+    ``spec``: ``scale`` s, ``zero_point`` zp, ``qmin``/``qmax`` and ``rounding`` ("half_even", "half_up"
+    or "floor"); x ↦ s·(clip(round(x/s) + zp, qmin, qmax) − zp), computed in float32 as the model's
+    runtime does (onnxruntime's QuantizeLinear/DequantizeLinear), returned as float64. None: x unchanged.
+    """
+    if not spec:
+        return x
+    s, zp = np.float32(spec["scale"]), np.float32(spec["zero_point"])
+    y = x.astype(np.float32) / s
+    rnd = spec.get("rounding", "half_even")
+    y = np.rint(y) if rnd == "half_even" else np.floor(y + np.float32(0.5)) if rnd == "half_up" else np.floor(y)
+    q = np.clip(y + zp, np.float32(spec["qmin"]), np.float32(spec["qmax"]))
+    return ((q - zp) * s).astype(np.float64)
+
+
 def check_input(graph: AnnGraph, x: np.ndarray) -> np.ndarray:
-    """Return ``x`` as float64 (N, *input_shape); raise ShapeError naming both shapes if it does not fit."""
-    return as_batch(x, graph.input.shape)
+    """Return ``x`` as float64 (N, *input_shape), through the model's input quantizer if it has one
+    (``graph.meta["input_quant"]``); raise ShapeError naming both shapes if it does not fit."""
+    return quantize_input(as_batch(x, graph.input.shape), graph.meta.get("input_quant"))

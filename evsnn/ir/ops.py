@@ -66,8 +66,10 @@ def maxpool2d(x: np.ndarray, kernel, stride, pads=(0, 0, 0, 0)) -> np.ndarray:
     return windows(x, kernel, stride, pads, value=-np.inf).max(axis=(-1, -2))
 
 
-def quantize_levels(z: np.ndarray, levels: int, scale: float, phase: float) -> np.ndarray:
-    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64."""
+def quantize_levels(z: np.ndarray, levels: int, scale: float, phase: float, rounding: str = "floor") -> np.ndarray:
+    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64; ``rounding="half_even"``: clip(rint(z·L/λ + φ − ½), 0, L)."""
+    if rounding == "half_even":
+        return np.clip(np.rint(z * (levels / scale) + (phase - 0.5)), 0, levels)
     return np.clip(np.floor(z * (levels / scale) + phase), 0, levels)
 
 
@@ -88,7 +90,7 @@ def eval_node(node: ann.Node, ins: list[np.ndarray]) -> np.ndarray:
     if isinstance(node, ann.Identity):
         return ins[0]
     if isinstance(node, ann.QuantAct):
-        return quantize_levels(ins[0], node.levels, node.scale, node.phase) * (node.scale / node.levels)
+        return quantize_levels(ins[0], node.levels, node.scale, node.phase, node.rounding) * (node.scale / node.levels)
     if isinstance(node, ann.ClipAct):
         return np.clip(ins[0], 0.0, node.scale)
     if isinstance(node, ann.Relu):

@@ -2,7 +2,7 @@
 
 :class:`Converter` holds, per ONNX tensor, either a constant (NumPy array) or
 a :class:`Value` (an AnnGraph node plus pending elementwise tokens), and is
-the API the op converters in :mod:`evsnn.frontends.onnx_ops` use (``ctx``).
+the API the op converters in :mod:`evsnn.frontends.onnx.ops` use (``ctx``).
 See :mod:`evsnn.frontends.onnx` for the rules.
 """
 
@@ -17,8 +17,9 @@ import onnx.helper
 import onnx.numpy_helper
 
 from evsnn.errors import ConversionError
-from evsnn.frontends import onnx_ops as ops
-from evsnn.frontends.onnx_chain import ACTIVATION_HELP, ChainError, Token, is_affine, plan_chain
+from evsnn.frontends.onnx import ops, qdq, qonnx, quantizers  # noqa: F401 (registers converters)
+from evsnn.frontends.onnx.chain import ACTIVATION_HELP, ChainError, Token, is_affine, plan_chain
+from evsnn.frontends.onnx.quantizers import QuantError
 from evsnn.ir import ann as A
 
 _MOVEMENT = {"Identity", "Cast", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
@@ -50,7 +51,7 @@ class Value:
 
 
 class Converter:
-    """Conversion state of one model; the API converters in :mod:`.onnx_ops` use."""
+    """Conversion state of one model; the API converters in :mod:`.ops` use."""
 
     def __init__(self, model: onnx.ModelProto, opset: int, inferred: dict):
         self.g = model.graph
@@ -67,6 +68,9 @@ class Converter:
         self.tensors: dict[str, str] = {}
         self.notes: list[str] = []
         self.fixed_batch: int | None = None
+        self.levels: dict[str, dict] = {}  # activation name → the file's integer-level tensor and zero point
+        self.input_quant: dict | None = None
+        self.readout_quant: dict | None = None
 
     # -- errors, names -------------------------------------------------
 
@@ -75,7 +79,8 @@ class Converter:
         return node.name or (node.output[0] if node.output else node.op_type)
 
     def fail(self, node: onnx.NodeProto, msg: str) -> ConversionError:
-        return ConversionError(f"node {self.onnx_name(node)!r} (op {node.op_type}): {msg}")
+        dom = ops.DOMAIN_ALIASES.get(node.domain, node.domain) or "ai.onnx"
+        return ConversionError(f"node {self.onnx_name(node)!r} (op {node.op_type}, domain {dom}): {msg}")
 
     def unique(self, base: str) -> str:
         name, i = base, 1
@@ -180,13 +185,35 @@ class Converter:
         v = self.values[name]
         if v.pad:
             raise ConversionError(f"tensor {name!r} is a Pad output read by a non-Conv node; unsupported")
+        if isinstance(v.node, A.Input) and v.chain:
+            v = self._lift_input_quant(v)
         node = self._apply_chain(v) if v.chain else v.node
         self._cache[name] = node
         return node
 
+    def _lift_input_quant(self, v: Value) -> Value:
+        """A Q…DQ group right on the graph input quantizes the data (``meta["input_quant"]``), not a layer."""
+        try:
+            spec, rest = quantizers.split_input(v.chain)
+        except QuantError as e:
+            raise ConversionError(str(e)) from None
+        if spec is None:
+            return v
+        if self.input_quant is not None and self.input_quant != spec:
+            raise ConversionError(f"the graph input is quantized twice, by {self.input_quant['node']!r} and "
+                                  f"{spec['node']!r} with different parameters; one input quantizer is supported")
+        self.input_quant = spec
+        return Value(v.node, v.shape, rest, v.foldable)
+
     def _chain_error(self, chain: list[Token], e: ChainError) -> ConversionError:
         names = list(dict.fromkeys(t.node for t in chain))
         span = repr(names[0]) if len(names) == 1 else f"{names[0]!r} … {names[-1]!r}"
+        if any(t.quant for t in chain):
+            return ConversionError(
+                f"nodes {span}: {e}; a quantized hidden activation needs an integer range [0, L] "
+                "reachable after its ReLU/clip (a zero point ≠ 0 or a signed range is supported only after a "
+                "ReLU, on the graph input or on the logits) and matching Q/DQ parameters; "
+                f"{quantizers.SUPPORTED_HELP}")
         return ConversionError(f"nodes {span}: elementwise ops {e}; {ACTIVATION_HELP}")
 
     def _apply_chain(self, v: Value) -> A.Node:
@@ -205,6 +232,12 @@ class Converter:
                 node = self._affine_node(node, v.shape, plan)
         if plan.act is None:
             return node
+        same = self._requantizes_same(node, plan)
+        if same is not None:
+            lv = quantizers.levels_tensor(v.chain)
+            if lv is not None and isinstance(node, A.MaxPool):
+                self.levels[node.name] = {"tensor": lv[0], "zero_point": lv[1]}
+            return node
         kind, *p = plan.act
         name = self.unique(plan.act_token.node)
         if kind == "relu":
@@ -212,10 +245,29 @@ class Converter:
         elif kind == "clip":
             act = A.ClipAct(name, (node.name,), scale=p[0])
         else:
-            act = A.QuantAct(name, (node.name,), levels=p[0], scale=p[1], phase=p[2])
+            act = A.QuantAct(name, (node.name,), levels=p[0], scale=p[1], phase=p[2], rounding=p[3])
+            lv = quantizers.levels_tensor(v.chain)
+            if lv is not None:
+                self.levels[name] = {"tensor": lv[0], "zero_point": lv[1]}
         self.emit(act, "")
         self.tensors[name] = plan.act_token.tensor
         return act
+
+    def _requantizes_same(self, node: A.Node, plan) -> A.QuantAct | None:
+        """The QuantAct that ``node`` (a MaxPool/Flatten of its output) already carries when ``plan``
+        re-applies the identical quantizer (onnxruntime writes a QDQ pair after every MaxPool and
+        Flatten): on values already on that grid it changes nothing, so no layer is emitted."""
+        if plan.act[0] != "quant" or not plan.is_identity:
+            return None
+        src = node
+        while isinstance(src, (A.MaxPool, A.Flatten, A.Identity)):
+            src = next(n for n in self.nodes if n.name == src.inputs[0])
+        if src is node or not isinstance(src, A.QuantAct):
+            return None
+        _, levels, scale, phase, rounding = plan.act
+        ok = (src.levels == levels and phase == src.phase == 0.5 and rounding == src.rounding
+              and np.float32(src.scale / src.levels) == np.float32(scale / levels))
+        return src if ok else None
 
     def _rename(self, node: A.Node, base: str) -> None:
         self._used.discard(node.name)
@@ -296,6 +348,15 @@ class Converter:
         ins = [i for i in node.input if i]
         if any(i in self.batchy for i in ins) and node.op_type not in _MOVEMENT:
             raise self.fail(node, "computes with the batch size; dynamic shape arithmetic is not supported")
+        own = ops.lookup_const(node.op_type, node.domain)
+        if own is not None:
+            for name, val in zip(node.output, own(self, node), strict=False):
+                if name:
+                    self.set_const(name, val)
+            return
+        if node.domain not in ("", "ai.onnx"):
+            raise self.fail(node, f"operators of domain {node.domain!r} cannot be evaluated; "
+                                  f"{quantizers.SUPPORTED_HELP}")
         try:
             outs = ReferenceEvaluator(_node_model(node, self.opset)).run(None, {i: self.consts[i] for i in ins})
         except Exception as e:
@@ -305,15 +366,19 @@ class Converter:
                 self.set_const(name, val)
 
     def _convert(self, node) -> None:
-        if node.domain not in ("", "ai.onnx"):
-            raise self.fail(node, f"operators of domain {node.domain!r} are not supported (default ONNX domain only)")
+        dom = ops.DOMAIN_ALIASES.get(node.domain, node.domain)
+        if dom not in ops.known_domains():
+            raise self.fail(node, f"operators of domain {node.domain!r} are not supported (domains: "
+                                  f"{', '.join(repr(d or 'ai.onnx') for d in ops.known_domains())}); "
+                                  f"{quantizers.SUPPORTED_HELP}")
         ins = [i for i in node.input if i]
         if all(i in self.consts for i in ins) and node.op_type not in _RANDOM:
             return self._fold_const(node)
-        fn = ops.lookup(node.op_type, self.opset)
+        fn = ops.lookup(node.op_type, self.opset, dom)
         if fn is None:
-            raise self.fail(node, "unsupported operator; supported: " + ", ".join(ops.supported_ops())
-                            + " (and any op on constants only)")
+            known = ops.supported_ops(dom)
+            raise self.fail(node, f"unsupported operator; supported in domain {dom or 'ai.onnx'}: " + ", ".join(known)
+                            + (" (and any op on constants only)" if not dom else f"; {quantizers.SUPPORTED_HELP}"))
         fn(self, node)
         for o in node.output:
             if self.is_used(o) and o not in self.values and o not in self.consts:
@@ -326,18 +391,40 @@ class Converter:
             self._convert(node)
         if self._out not in self.values:
             raise ConversionError(f"output {self._out!r} does not depend on the model input")
+        self._lift_readout_quant()
         out = self.materialize(self._out)
         if isinstance(out, A.Input):
             raise ConversionError("the model has no layers (its output is its input)")
         graph = A.AnnGraph(nodes=_prune(self.nodes, out.name), output=out.name, name=name, meta={
             "source": "onnx", "opset": self.opset, "producer": self.producer, "input_tensor": self._input_name,
             "output_tensor": self._out, "batch": self.fixed_batch, "tensors": dict(self.tensors),
-            "notes": list(self.notes),
+            "notes": list(self.notes), "levels": dict(self.levels),
         })
+        if self.input_quant:
+            graph.meta["input_quant"] = self.input_quant
+        if self.readout_quant:
+            graph.meta["readout_quant"] = self.readout_quant
+        graph.meta["levels"] = {k: v for k, v in self.levels.items() if k in graph.meta["tensors"]}
         graph.meta["tensors"] = {k: v for k, v in self.tensors.items() if k in {n.name for n in graph.nodes}}
         graph.validate()
         self._cross_check(graph)
         return graph
+
+    def _lift_readout_quant(self) -> None:
+        """A Q…DQ group on the logits is a readout quantization: recorded in ``meta["readout_quant"]``,
+        simulated analog (the readout accumulates the unquantized logits; quantizing is monotone, so
+        the predicted class agrees except where quantized logits tie)."""
+        v = self.values[self._out]
+        try:
+            spec, rest = quantizers.split_readout(v.chain)
+        except QuantError as e:
+            raise ConversionError(str(e)) from None
+        if spec is not None:
+            self.readout_quant = spec
+            self.values[self._out] = Value(v.node, v.shape, rest, v.foldable, v.pad)
+            self.note(f"the logits are quantized by {spec['node']!r} (scale {spec['scale']:.6g}, zero point "
+                      f"{spec['zero_point']:g}, range [{spec['qmin']}, {spec['qmax']}]); evsnn simulates the readout "
+                      "analog (unquantized logits)")
 
     def _cross_check(self, graph: A.AnnGraph) -> None:
         """Compare derived shapes with onnx.shape_inference wherever it knows all dims."""

@@ -5,10 +5,10 @@ introduced the signature it reads (``@converter("ReduceMean", since=18)``
 reads ``axes`` from an input, the ``since=11`` one from an attribute).
 :func:`lookup` picks the newest registration not newer than the model's
 opset. A converter receives the conversion context (``ctx``, see
-:class:`evsnn.frontends.onnx_convert.Converter`) and one ``onnx.NodeProto``; it either emits an
-:mod:`evsnn.ir.ann` node, queues elementwise :class:`~.onnx_chain.Token`\\ s on
+:class:`evsnn.frontends.onnx.convert.Converter`) and one ``onnx.NodeProto``; it either emits an
+:mod:`evsnn.ir.ann` node, queues elementwise :class:`~.chain.Token`\\ s on
 its input (activations, BatchNormalization, affine ops; resolved later by
-:func:`~.onnx_chain.plan_chain`), or records a constant.
+:func:`~.chain.plan_chain`), or records a constant.
 
 Shapes are per sample (no batch axis): (C, H, W) or (F,).
 """
@@ -21,38 +21,68 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from evsnn.frontends.onnx_chain import INF
+from evsnn.frontends.onnx.chain import INF
 from evsnn.ir import ann as A
 
 MIN_OPSET = 11
 BATCH = -987654321  # stands for the (dynamic) batch size inside shape computations; fits int32
 
-_REGISTRY: dict[str, list[tuple[int, Callable]]] = {}
+_REGISTRY: dict[tuple[str, str], list[tuple[int, Callable]]] = {}
+_CONST: dict[tuple[str, str], Callable] = {}
+DOMAIN_ALIASES = {"ai.onnx": ""}
 
 
-def converter(*op_types: str, since: int = MIN_OPSET):
-    """Register the decorated ``fn(ctx, node)`` for ``op_types`` from opset ``since`` on."""
+def _key(domain: str, op: str) -> tuple[str, str]:
+    return (DOMAIN_ALIASES.get(domain, domain), op)
+
+
+def converter(*op_types: str, since: int = MIN_OPSET, domains: tuple[str, ...] = ("",)):
+    """Register the decorated ``fn(ctx, node)`` for ``op_types`` (in ``domains``) from opset ``since`` on."""
 
     def deco(fn):
-        for op in op_types:
-            _REGISTRY.setdefault(op, []).append((since, fn))
-            _REGISTRY[op].sort(key=lambda e: e[0])
+        for dom in domains:
+            for op in op_types:
+                entries = _REGISTRY.setdefault(_key(dom, op), [])
+                entries.append((since, fn))
+                entries.sort(key=lambda e: e[0])
         return fn
 
     return deco
 
 
-def lookup(op_type: str, opset: int) -> Callable | None:
+def const_evaluator(*op_types: str, domains: tuple[str, ...] = ("",)):
+    """Register ``fn(ctx, node) -> list of arrays`` to evaluate ``op_types`` on constant inputs
+    (instead of ``onnx.reference``; used for quantizers, folded exactly as onnxruntime computes them)."""
+
+    def deco(fn):
+        for dom in domains:
+            for op in op_types:
+                _CONST[_key(dom, op)] = fn
+        return fn
+
+    return deco
+
+
+def lookup(op_type: str, opset: int, domain: str = "") -> Callable | None:
     """Converter for ``op_type`` at ``opset`` (newest registration with since ≤ opset), or None."""
     best = None
-    for since, fn in _REGISTRY.get(op_type, ()):
+    for since, fn in _REGISTRY.get(_key(domain, op_type), ()):
         if since <= opset:
             best = fn
     return best
 
 
-def supported_ops() -> list[str]:
-    return sorted(_REGISTRY)
+def lookup_const(op_type: str, domain: str = "") -> Callable | None:
+    return _CONST.get(_key(domain, op_type))
+
+
+def known_domains() -> list[str]:
+    return sorted({d for d, _ in _REGISTRY} | {d for d, _ in _CONST})
+
+
+def supported_ops(domain: str = "") -> list[str]:
+    dom = DOMAIN_ALIASES.get(domain, domain)
+    return sorted({op for d, op in _REGISTRY if d == dom})
 
 
 def attrs(node: onnx.NodeProto) -> dict:

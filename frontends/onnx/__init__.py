@@ -3,7 +3,7 @@
 Needs only the ``onnx`` package and NumPy (no runtime). Opsets 11 to the
 newest the installed ``onnx`` knows (``onnx.defs.onnx_opset_version()``) are
 read; converters are registered per op type and opset in
-:mod:`evsnn.frontends.onnx_ops`.
+:mod:`evsnn.frontends.onnx.ops`.
 
 How a model is read:
 
@@ -25,7 +25,7 @@ How a model is read:
 4. Elementwise nodes (Mul, Div, Add/Sub with a constant, Neg, Relu, Clip,
    Max/Min with a constant, Floor, Round, BatchNormalization, Identity,
    Dropout, Cast to float) are queued on their input and resolved when a
-   structural node reads them (:mod:`evsnn.frontends.onnx_chain`): per-channel
+   structural node reads them (:mod:`evsnn.frontends.onnx.chain`): per-channel
    affines (BN, bias Add after MatMul) fold into the preceding Conv/Dense when
    it has no other reader, else become a depthwise 1×1 ``Conv`` (groups=C;
    a diagonal ``Dense`` on vectors); the rest must form one of ``Relu``,
@@ -84,8 +84,8 @@ import onnx.numpy_helper
 import onnx.shape_inference
 
 from evsnn.errors import ConversionError, FormatError
-from evsnn.frontends import onnx_ops as ops
-from evsnn.frontends.onnx_convert import Converter, first_line
+from evsnn.frontends.onnx import ops
+from evsnn.frontends.onnx.convert import Converter, first_line
 from evsnn.ir import ann as A
 
 MIN_OPSET = ops.MIN_OPSET
