@@ -381,3 +381,101 @@ def test_half_even_rounding_in_the_ir_and_the_input_quantizer():
     net = convert(g, "casc")
     assert net.meta["input_quant"] == spec
     np.testing.assert_array_equal(check_batch(net, x), want)
+
+
+# ---------------------------------------------------------------- QONNX hand-built graphs
+
+QONNX = "qonnx.custom_op.general"
+
+
+def qonnx_model(act_attrs: dict, weight_op: str = "Quant", bits: float = 3.0, zeropt: float = 0.0,
+                scale: float = 0.25, domain: str = QONNX) -> onnx.ModelProto:
+    """x → Gemm(Quant'd weights) → Relu → Quant(act) → Gemm; weights quantized by ``weight_op``."""
+    rng = np.random.default_rng(4)
+    w1 = rng.normal(size=(5, 4)).astype(np.float32)
+    if weight_op == "Quant":
+        wq = helper.make_node("Quant", ["w1f", "ws", "wz", "wb"], ["w1"], name="wq", domain=domain,
+                              signed=1, narrow=1, rounding_mode="ROUND")
+    elif weight_op == "BipolarQuant":
+        wq = helper.make_node("BipolarQuant", ["w1f", "ws"], ["w1"], name="wq", domain=domain)
+    else:
+        wq = helper.make_node("Trunc", ["w1f", "ws", "wz", "wb", "ws2", "wz", "wb2"], ["w1"], name="wq",
+                              domain=domain, rounding_mode="FLOOR")
+    nodes = [wq,
+             helper.make_node("Gemm", ["x", "w1", "b1"], ["z"], name="fc1", transB=1),
+             helper.make_node("Relu", ["z"], ["r"], name="relu"),
+             helper.make_node("Quant", ["r", "s", "zp", "bits"], ["a"], name="act", domain=domain, **act_attrs),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], name="fc2", transB=1)]
+    init = [_init("w1f", w1), _init("ws", np.float32(0.125)), _init("wz", np.float32(0)), _init("wb", np.float32(4)),
+            _init("ws2", np.float32(0.5)), _init("wb2", np.float32(2)), _init("b1", np.zeros(5, np.float32)),
+            _init("s", np.float32(scale)), _init("zp", np.float32(zeropt)), _init("bits", np.float32(bits)),
+            _init("w2", rng.normal(size=(3, 5)).astype(np.float32)), _init("b2", np.zeros(3, np.float32))]
+    g = helper.make_graph(nodes, "qonnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])], init)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(domain, 1)])
+
+
+@pytest.mark.parametrize("domain", [QONNX, "onnx.brevitas"])
+@pytest.mark.parametrize("attrs_, levels, rounding, phase", [
+    ({"signed": 0, "narrow": 0, "rounding_mode": "ROUND"}, 7, "half_even", 0.5),
+    ({"signed": 0, "narrow": 1, "rounding_mode": "HALF_UP"}, 6, "floor", 0.5),
+    ({"signed": 1, "narrow": 0, "rounding_mode": "FLOOR"}, 3, "floor", 0.0),
+])
+def test_qonnx_quant_on_an_activation_is_a_quantact(domain, attrs_, levels, rounding, phase):
+    g = fe.from_model(qonnx_model(attrs_, domain=domain))
+    act = g.node("act")
+    assert (act.levels, act.rounding, act.phase) == (levels, rounding, phase)
+    assert act.scale == pytest.approx(0.25 * levels)
+    w = np.random.default_rng(4).normal(size=(5, 4)).astype(np.float32)
+    # signed narrow 4-bit, ROUND: clamp(x/s, −7, 7) then round half to even
+    want = np.rint(np.clip(w / np.float32(0.125), -7, 7)) * 0.125
+    np.testing.assert_array_equal(g.node("fc1").weight, want)
+    x = np.random.default_rng(5).normal(size=(50, 4))
+    z = np.maximum(x @ want.T, 0) / 0.25
+    lv = {"half_even": np.rint, "floor": np.floor}[rounding](z + (0.5 if attrs_["rounding_mode"] == "HALF_UP" else 0))
+    np.testing.assert_array_equal(ann_levels(g, x)["act"], np.clip(lv, 0, levels))
+
+
+def test_qonnx_bipolar_and_trunc_weights_fold_per_the_spec():
+    w = np.random.default_rng(4).normal(size=(5, 4)).astype(np.float32)
+    g = fe.from_model(qonnx_model({"signed": 0, "narrow": 0}, weight_op="BipolarQuant"))
+    np.testing.assert_array_equal(g.node("fc1").weight, np.where(w >= 0, 0.125, -0.125))
+    g = fe.from_model(qonnx_model({"signed": 0, "narrow": 0}, weight_op="Trunc"))
+    # round(w/0.125), then ÷ 2^round(log2(0.5/0.125)) = 4, clamp to signed 2-bit [−2, 1], floor, × 0.5
+    want = np.floor(np.clip(np.rint(w / np.float32(0.125)) / 4, -2, 1)) * 0.5
+    np.testing.assert_array_equal(g.node("fc1").weight, want)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"scale": 0.0}, "'act' \\(op Quant, domain qonnx.custom_op.general\\): scale must be finite and > 0"),
+    ({"scale": float("nan")}, "'act'.*scale must be finite"),
+    ({"bits": 2.5}, "'act'.*bitwidth"),
+    ({"zeropt": 0.5}, "'act'.*zero point 0.5 of an activation must be an integer"),
+    ({"zeropt": 300.0}, "'act'.*zero point 300.* outside"),
+    ({"act_attrs": {"signed": 0, "rounding_mode": "CEIL"}}, "'act'.*CEIL.*not supported"),
+    ({"act_attrs": {"signed": 1}, "bits": 1.0}, "'act'.*bipolar"),
+])
+def test_malformed_qonnx_quant_names_node_op_and_domain(change, match):
+    kw = {"act_attrs": {"signed": 0}, **change}
+    act_attrs = kw.pop("act_attrs")
+    with pytest.raises(ConversionError, match=match):
+        fe.from_model(qonnx_model(act_attrs, **kw))
+
+
+def test_qonnx_trunc_and_bipolar_on_activations_are_refused_clearly():
+    m = qonnx_model({"signed": 0})
+    m.graph.node[3].CopyFrom(helper.make_node("BipolarQuant", ["r", "s"], ["a"], name="act", domain=QONNX))
+    with pytest.raises(ConversionError, match="'act' \\(op BipolarQuant, domain qonnx.custom_op.general\\)"):
+        fe.from_model(m)
+
+
+def test_inspect_shows_the_input_and_readout_quantizers(tmp_path):
+    from test_cli import invoke, ok
+    path = fixture("ort_qdq")
+    r = ok(invoke("inspect", path))
+    assert "readout quantized by 'logits_QuantizeLinear'" in r.output and "simulated analog" in r.output
+    assert "input quantized by 'x_QuantizeLinear'" in r.output and "round half to even" in r.output
+    net = tmp_path / "net.h5"
+    ok(invoke("convert", path, "-o", net, "--preset", "casc"))
+    r = ok(invoke("inspect", net))
+    assert "readout quantized by 'logits_QuantizeLinear'" in r.output and "zero point 175" in r.output

@@ -100,6 +100,8 @@ def quant(ctx, node) -> None:
     z = float(zp.reshape(()))
     if z != round(z):
         raise ctx.fail(node, f"zero point {z} of an activation must be an integer")
+    if not lo <= z <= hi:
+        raise ctx.fail(node, f"zero point {z:g} is outside the {bits}-bit range [{lo}, {hi}]")
     rounding = {"ROUND": "half_even", "HALF_EVEN": "half_even", "HALF_UP": "half_up", "FLOOR": "floor"}.get(mode)
     if rounding is None:
         raise ctx.fail(node, f"rounding_mode {mode} on an activation is not supported (ROUND, HALF_UP or FLOOR)")
