@@ -479,3 +479,69 @@ def test_inspect_shows_the_input_and_readout_quantizers(tmp_path):
     ok(invoke("convert", path, "-o", net, "--preset", "casc"))
     r = ok(invoke("inspect", net))
     assert "readout quantized by 'logits_QuantizeLinear'" in r.output and "zero point 175" in r.output
+
+
+# ---------------------------------------------------------------- channels-last (NHWC) transposes
+
+
+def test_keras_nhwc_export_folds_its_transposes_and_matches_onnxruntime():
+    from evsnn.convert import calibrate, quantize_graph
+    path = fixture("keras_nhwc")
+    g = fe.load(path)
+    assert g.meta["input_layout"] == "NHWC" and g.input.shape == (1, 8, 8)
+    assert [n.kind for n in g.nodes] == ["input", "conv", "relu", "maxpool", "conv", "relu", "flatten", "dense"]
+    x, _ = load_digits("test")
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    ort = run_graph_ort(onnx.load(path), x_nhwc, [])
+    out = ort[g.meta["output_tensor"]]
+    np.testing.assert_allclose(ann_forward(g, x_nhwc), out, rtol=1e-4, atol=1e-4)
+    assert (ann_forward(g, x_nhwc).argmax(1) == out.argmax(1)).mean() >= 0.998
+    cal = calibrate(g, x_nhwc[:200], percentile=99.9)
+    net = convert(cal, "casc", levels=15)
+    assert net.meta["input_layout"] == "NHWC"
+    res = simulate(net, x_nhwc[:64], sleep="auto")
+    want = ann_levels(quantize_graph(cal, 15), x_nhwc[:64])
+    for pop in net.populations:
+        np.testing.assert_array_equal(res.counts[pop.name], want[pop.name], err_msg=pop.name)
+
+
+def nhwc_model(perm_in=(0, 3, 1, 2), perm_out=(0, 2, 3, 1), bias_shape=(2,), tail="flatten") -> onnx.ModelProto:
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="t_in", perm=list(perm_in)),
+             helper.make_node("Conv", ["xt", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["ct"], name="t_out", perm=list(perm_out)),
+             helper.make_node("Add", ["ct", "b"], ["cb"], name="bias"),
+             helper.make_node("Relu", ["cb"], ["r"], name="relu")]
+    if tail == "flatten":
+        nodes += [helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+                  helper.make_node("MatMul", ["f", "w2"], ["y"], name="fc")]
+        out = [None, 3]
+    else:
+        nodes += [helper.make_node("AveragePool", ["r"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2])]
+        out = None
+    init = [_init("w", rng.normal(size=(2, 3, 3, 3)).astype(np.float32)),
+            _init("b", rng.normal(size=bias_shape).astype(np.float32)),
+            _init("w2", rng.normal(size=(4 * 4 * 2, 3)).astype(np.float32))]
+    g = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 4, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], init)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nhwc_transpose_pair_folds_into_conv_bias_and_dense_columns():
+    from onnx.reference import ReferenceEvaluator
+    m = nhwc_model()
+    g = fe.from_model(m)
+    assert [n.kind for n in g.nodes] == ["input", "conv", "relu", "flatten", "dense"]
+    x = np.random.default_rng(7).normal(size=(5, 4, 4, 3)).astype(np.float32)
+    want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ann_forward(g, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"perm_in": (0, 2, 1, 3)}, "'t_in' \\(op Transpose, domain ai.onnx\\).*perm=\\[0, 2, 1, 3\\]"),
+    ({"bias_shape": (3, 1, 1)}, "'bias'.*channels-last"),
+    ({"tail": "pool"}, "'pool' \\(op AveragePool, domain ai.onnx\\): reads the channels-last"),
+])
+def test_unsupported_layouts_are_conversion_errors(kw, match):
+    with pytest.raises(ConversionError, match=match):
+        fe.from_model(nhwc_model(**kw))

@@ -226,6 +226,8 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
     for key in ("input_quant", "readout_quant"):  # quantizers on the model's input/logits (ONNX QDQ, QONNX)
         if graph.meta.get(key):
             net.meta[key] = dict(graph.meta[key])
+    if graph.meta.get("input_layout"):  # channels-last model input: the data is transposed when checked
+        net.meta["input_layout"] = graph.meta["input_layout"]
     if preset == "bitserial":
         net.default_wake = bits * (net.depth() + 1)
     else:

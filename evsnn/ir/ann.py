@@ -314,7 +314,19 @@ def quantize_input(x: np.ndarray, spec: dict | None) -> np.ndarray:
     return ((q - zp) * s).astype(np.float64)
 
 
+def prepare_input(x, shape, meta: dict, expects: str = "the model") -> np.ndarray:
+    """``x`` as float64 (N, *shape) NCHW, as the model's own first ops see it: a channels-last model
+    (``meta["input_layout"] == "NHWC"``, e.g. Keras' ONNX export) takes (N, H, W, C) data, transposed
+    here; then the input quantizer (``meta["input_quant"]``, :func:`quantize_input`) if any."""
+    if meta.get("input_layout") == "NHWC" and len(shape) == 3:
+        c, h, w = shape
+        x = as_batch(x, (h, w, c), expects + " (channels-last)").transpose(0, 3, 1, 2)
+    else:
+        x = as_batch(x, shape, expects)
+    return quantize_input(x, meta.get("input_quant"))
+
+
 def check_input(graph: AnnGraph, x: np.ndarray) -> np.ndarray:
-    """Return ``x`` as float64 (N, *input_shape), through the model's input quantizer if it has one
-    (``graph.meta["input_quant"]``); raise ShapeError naming both shapes if it does not fit."""
-    return quantize_input(as_batch(x, graph.input.shape), graph.meta.get("input_quant"))
+    """Return ``x`` as float64 (N, *input_shape) through :func:`prepare_input` (the model's input
+    layout and quantizer, from ``graph.meta``); raise ShapeError naming both shapes if it does not fit."""
+    return prepare_input(x, graph.input.shape, graph.meta)

@@ -17,7 +17,7 @@ import onnx.helper
 import onnx.numpy_helper
 
 from evsnn.errors import ConversionError
-from evsnn.frontends.onnx import ops, qdq, qonnx, quantizers  # noqa: F401 (registers converters)
+from evsnn.frontends.onnx import layout, ops, qdq, qonnx, quantizers  # noqa: F401 (registers converters)
 from evsnn.frontends.onnx.chain import ACTIVATION_HELP, ChainError, Token, is_affine, plan_chain
 from evsnn.frontends.onnx.quantizers import QuantError
 from evsnn.ir import ann as A
@@ -48,6 +48,10 @@ class Value:
     chain: list[Token] = field(default_factory=list)
     foldable: bool = False
     pad: tuple | None = None
+    layout: object = None  # None (NCHW), "NHWC" or a flatten permutation: see .layout
+
+
+_KEEP = object()
 
 
 class Converter:
@@ -124,11 +128,19 @@ class Converter:
             return self.values[name]
         raise self.fail(node, f"input {idx} ({name!r}) must be a tensor computed from the model input")
 
-    def channel_param(self, node, c: np.ndarray, shape: tuple):
-        """(value, per_channel) for a constant broadcast against (N, *shape): a float or a (C,) array."""
+    def channel_param(self, node, c: np.ndarray, shape: tuple, v: Value | None = None):
+        """(value, per_channel) for a constant broadcast against (N, *shape): a float or a (C,) array.
+
+        On a channels-last tensor ``v`` the channel is the last axis (see :mod:`.layout`)."""
         c = np.asarray(c, dtype=np.float64)
         if c.size == 1:
             return float(c.reshape(())), False
+        if v is not None and v.layout is not None:
+            val = layout.channel_axis_value(c, v)
+            if val is None:
+                raise self.fail(node, f"constant of shape {c.shape} is neither a scalar nor per-channel for a "
+                                      f"channels-last tensor of per-sample shape {layout.onnx_shape(v)}")
+            return val, True
         rank = len(shape) + 1
         full = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
         if full is None or full[0] != 1 or full[1] != shape[0] or any(d != 1 for d in full[2:]):
@@ -159,15 +171,16 @@ class Converter:
             if activation:
                 self.tensors[anode.name] = out
 
-    def extend(self, node, src: str, tokens: list[Token]) -> None:
-        """Output of ``node`` = tensor ``src`` followed by elementwise ``tokens``."""
+    def extend(self, node, src: str, tokens: list[Token], layout=_KEEP) -> None:
+        """Output of ``node`` = tensor ``src`` followed by elementwise ``tokens`` (``layout``: its new tag)."""
         v = self.data(node, list(node.input).index(src))
         if v.pad:
             raise self.fail(node, "reads a Pad output; Pad is supported only directly before Conv")
         split = any(t.per_channel for t in tokens) and not all(is_affine(t) for t in v.chain)
         if self._uses[src] > 1 or split:
-            v = Value(self.materialize(src), v.shape)
-        self.values[node.output[0]] = Value(v.node, v.shape, v.chain + tokens, v.foldable)
+            v = Value(self.materialize(src), v.shape, layout=v.layout)
+        self.values[node.output[0]] = Value(v.node, v.shape, v.chain + tokens, v.foldable,
+                                            layout=v.layout if layout is _KEEP else layout)
 
     def source(self, node, idx: int) -> tuple[A.Node, Value]:
         """(AnnGraph node, Value) of input ``idx``; a pending Pad is left on the Value for the caller."""
@@ -203,7 +216,7 @@ class Converter:
             raise ConversionError(f"the graph input is quantized twice, by {self.input_quant['node']!r} and "
                                   f"{spec['node']!r} with different parameters; one input quantizer is supported")
         self.input_quant = spec
-        return Value(v.node, v.shape, rest, v.foldable)
+        return Value(v.node, v.shape, rest, v.foldable, layout=v.layout)
 
     def _chain_error(self, chain: list[Token], e: ChainError) -> ConversionError:
         names = list(dict.fromkeys(t.node for t in chain))
@@ -304,6 +317,11 @@ class Converter:
             raise ConversionError(f"input {inp.name!r} has element type "
                                   f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; a float input is required")
         dims = list(tt.shape.dim)
+        readers = self._readers_through_casts(inp.name)
+        nhwc = len(dims) == 4 and bool(readers) and all(
+            n.op_type == "Transpose" and list(ops.attrs(n).get("perm", [])) == layout.TO_NCHW for n in readers)
+        if nhwc:
+            dims = [dims[0], dims[3], dims[1], dims[2]]
         if len(dims) not in (2, 4):
             raise ConversionError(f"input {inp.name!r} has rank {len(dims)}; supported: (N, C, H, W) or (N, F)")
         for i, d in enumerate(dims[1:], 1):
@@ -314,8 +332,22 @@ class Converter:
         node = A.Input(self.unique(inp.name), shape=tuple(d.dim_value for d in dims[1:]))
         self._shapes[node.name] = node.shape
         self.nodes.append(node)
-        self.values[inp.name] = Value(node, node.shape)
+        self.values[inp.name] = Value(node, node.shape, layout="NHWC" if nhwc else None)
         self._input_name = inp.name
+        self.input_layout = "NHWC" if nhwc else None
+
+    def _readers_through_casts(self, name: str) -> list[onnx.NodeProto]:
+        """Nodes reading ``name``, looking through Cast/Identity chains (exporters insert them)."""
+        out, todo = [], [name]
+        while todo:
+            t = todo.pop()
+            for n in self._needed:
+                if t in n.input:
+                    if n.op_type in ("Cast", "Identity"):
+                        todo.append(n.output[0])
+                    else:
+                        out.append(n)
+        return out
 
     def _select(self) -> None:
         """Nodes the output needs (in file order) and how often each tensor's value is read."""
@@ -374,6 +406,11 @@ class Converter:
         ins = [i for i in node.input if i]
         if all(i in self.consts for i in ins) and node.op_type not in _RANDOM:
             return self._fold_const(node)
+        tagged = [i for i in ins if i in self.values and self.values[i].layout is not None]
+        if tagged and node.op_type not in layout.LAYOUT_AWARE:
+            raise self.fail(node, f"reads the channels-last (NHWC) tensor {tagged[0]!r}; evsnn folds NHWC "
+                                  "Transpose pairs only around Conv/pooling; supported on NHWC tensors: "
+                                  + ", ".join(sorted(layout.LAYOUT_AWARE)))
         fn = ops.lookup(node.op_type, self.opset, dom)
         if fn is None:
             known = ops.supported_ops(dom)
@@ -392,6 +429,10 @@ class Converter:
         if self._out not in self.values:
             raise ConversionError(f"output {self._out!r} does not depend on the model input")
         self._lift_readout_quant()
+        if self.values[self._out].layout is not None:
+            raise ConversionError(f"output {self._out!r} is channels-last (NHWC) or flattened from NHWC; evsnn "
+                                  "supports NHWC transposes only inside the network (the logits must be NCHW or a "
+                                  "vector computed by a Gemm/MatMul)")
         out = self.materialize(self._out)
         if isinstance(out, A.Input):
             raise ConversionError("the model has no layers (its output is its input)")
@@ -402,6 +443,12 @@ class Converter:
         })
         if self.input_quant:
             graph.meta["input_quant"] = self.input_quant
+        if self.input_layout:
+            graph.meta["input_layout"] = self.input_layout
+        nhwc = {k for k, t in graph.meta["tensors"].items()
+                if t in self.values and isinstance(self.values[t].layout, str)}
+        if nhwc:  # these activations' ONNX tensors are channels-last (N, H, W, C)
+            graph.meta["tensor_layouts"] = {k: "NHWC" for k in sorted(nhwc)}
         if self.readout_quant:
             graph.meta["readout_quant"] = self.readout_quant
         graph.meta["levels"] = {k: v for k, v in self.levels.items() if k in graph.meta["tensors"]}
@@ -432,6 +479,9 @@ class Converter:
         pairs = list(graph.meta["tensors"].items()) + [(graph.output, self._out)]
         for node_name, tensor in pairs:
             dims = self._inferred.get(tensor)
+            v = self.values.get(tensor)
+            if v is not None and isinstance(v.layout, str) and len(shapes[node_name]) == 3:
+                dims = [dims[0], dims[3], dims[1], dims[2]] if dims and len(dims) == 4 else dims
             if dims and all(d is not None for d in dims[1:]) and tuple(dims[1:]) != shapes[node_name]:
                 raise ConversionError(f"tensor {tensor!r}: evsnn derived per-sample shape {shapes[node_name]}, "
                                       f"onnx shape inference says {tuple(dims[1:])}")

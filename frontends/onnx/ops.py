@@ -178,6 +178,10 @@ def _dense(ctx, node, v, weight: np.ndarray, bias: np.ndarray) -> None:
     _need_vector(ctx, node, v)
     if weight.shape[1] != v.shape[0]:
         raise ctx.fail(node, f"weight maps {weight.shape[1]} features, the input has {v.shape[0]}")
+    if isinstance(v.layout, np.ndarray):  # input flattened from NHWC: fold the order into the columns
+        w = np.empty_like(weight)
+        w[:, v.layout] = weight
+        weight = w
     src = ctx.materialize(node.input[0])
     ctx.emit(A.Dense(ctx.name_for(node), (src.name,), weight=weight, bias=bias), node.output[0], foldable=True)
 
@@ -243,7 +247,7 @@ def arithmetic(ctx, node) -> None:
         raise ctx.fail(node, f"{node.op_type} of two tensors is not supported (only Add, as a residual sum)")
     di = 0 if c1 is not None else 1
     v = ctx.data(node, di)
-    val, pc = ctx.channel_param(node, c1 if di == 0 else c0, v.shape)
+    val, pc = ctx.channel_param(node, c1 if di == 0 else c0, v.shape, v)
     op = node.op_type
     if op == "Add":
         a, b = 1.0, val
@@ -354,10 +358,14 @@ def _add(ctx, node, inputs: list[str]) -> None:
     vals = [ctx.values.get(i) for i in ins]
     if any(v is None for v in vals):
         raise ctx.fail(node, "mixes tensors and constants; only sums of tensors are supported")
+    tags = [v.layout if isinstance(v.layout, str) or v.layout is None else tuple(v.layout) for v in vals]
+    if any(t != tags[0] for t in tags):
+        raise ctx.fail(node, "adds tensors of different layouts (NCHW and channels-last); not supported")
     if any(v.shape != vals[0].shape for v in vals):
         raise ctx.fail(node, f"adds tensors of shapes {[v.shape for v in vals]}; broadcasting is not supported")
     srcs = [ctx.materialize(i).name for i in ins]
     ctx.emit(A.Add(ctx.name_for(node), tuple(srcs)), node.output[0])
+    ctx.values[node.output[0]].layout = vals[0].layout
 
 
 @converter("Sum")
@@ -433,13 +441,20 @@ def reduce_mean_18(ctx, node) -> None:
 
 
 def _flatten_to(ctx, node, v, sample: tuple) -> None:
-    """Emit Flatten when ``sample`` is the flattened per-sample shape, pass through when unchanged."""
+    """Emit Flatten when ``sample`` is the flattened per-sample shape, pass through when unchanged.
+
+    Flattening a channels-last tensor emits the NCHW Flatten and tags the vector with the order
+    (see :mod:`.layout`)."""
+    from evsnn.frontends.onnx.layout import flatten_perm, onnx_shape
+
     flat = (int(np.prod(v.shape)),)
-    if tuple(sample) == tuple(v.shape):
+    if tuple(sample) == onnx_shape(v):
         ctx.extend(node, node.input[0], [])
     elif tuple(sample) == flat:
         src = ctx.materialize(node.input[0])
         ctx.emit(A.Flatten(ctx.name_for(node), (src.name,)), node.output[0])
+        if v.layout is not None:
+            ctx.values[node.output[0]].layout = flatten_perm(v.shape)
     else:
         raise ctx.fail(node, f"reshapes per-sample shape {v.shape} to {tuple(sample)}; only flattening "
                              f"to (N, {flat[0]}) is supported")
@@ -457,7 +472,9 @@ def flatten(ctx, node) -> None:
 
 def _reshape_target(ctx, node, v, t: list[int], allowzero: bool) -> tuple:
     """Per-sample shape a Reshape target means, with the batch axis first (BATCH, fixed N, 0 or −1)."""
-    full = [BATCH, *v.shape]
+    from evsnn.frontends.onnx.layout import onnx_shape
+
+    full = [BATCH, *onnx_shape(v)]
     t = [full[i] if (d == 0 and not allowzero and i < len(full)) else d for i, d in enumerate(t)]
     size = int(np.prod(v.shape))
     if not t or not (t[0] in (BATCH, -1) or t[0] == ctx.fixed_batch):
@@ -514,8 +531,10 @@ def squeeze_13(ctx, node) -> None:
 @converter("Shape")
 def shape(ctx, node) -> None:
     """Shape of a data tensor: a constant whose batch entry is the BATCH marker (start/end since 15)."""
+    from evsnn.frontends.onnx.layout import onnx_shape
+
     v = ctx.data(node, 0)
-    full = np.array([BATCH, *v.shape], dtype=np.int64)
+    full = np.array([BATCH, *onnx_shape(v)], dtype=np.int64)
     at = attrs(node)
     start, end = int(at.get("start", 0)), at.get("end")
     ctx.set_const(node.output[0], full[start:None if end is None else int(end)])
