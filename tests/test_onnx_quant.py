@@ -45,7 +45,7 @@ from test_onnx_frontend import run_ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QDIR = os.path.join(HERE, "fixtures", "onnx_quant")
-QDQ_FIXTURES = {"ort_qdq": "casc", "brevitas_qcdq": "casc"}
+QDQ_FIXTURES = {"ort_qdq": "casc", "brevitas_qcdq": "casc", "brevitas_qcdq_legacy": "casc"}
 
 
 def fixture(name: str) -> str:
@@ -145,8 +145,9 @@ def test_qdq_fixture_casc_matches_onnxruntime_levels(name):
     check_exact(fixture(name), "casc")
 
 
-def test_brevitas_3bit_fixture_bitserial_matches_onnxruntime_levels():
-    check_exact(fixture("brevitas_qcdq"), "bitserial")
+@pytest.mark.parametrize("name", ["brevitas_qcdq", "brevitas_qcdq_legacy"])
+def test_brevitas_3bit_fixture_bitserial_matches_onnxruntime_levels(name):
+    check_exact(fixture(name), "bitserial")
 
 
 def test_brevitas_fixtures_read_their_quantizers():
@@ -545,3 +546,26 @@ def test_nhwc_transpose_pair_folds_into_conv_bias_and_dense_columns():
 def test_unsupported_layouts_are_conversion_errors(kw, match):
     with pytest.raises(ConversionError, match=match):
         fe.from_model(nhwc_model(**kw))
+
+
+@pytest.mark.parametrize("kind, levels", [("uint4", 15), ("uint16", 65535)])
+def test_uint4_and_uint16_activations_at_opset_21(kind, levels):
+    """Q → DQ with a uint4 (0..15) or uint16 (0..65535) zero point: L = the type's range."""
+    pytest.importorskip("onnxruntime")
+    m = random_qdq(5, k1=15, opset=21)
+    inits = {t.name: t for t in m.graph.initializer}
+    tp = {"uint4": TensorProto.UINT4, "uint16": TensorProto.UINT16}[kind]
+    inits["z1"].CopyFrom(helper.make_tensor("z1", tp, [], [0]))
+    # onnxruntime's Clip has no uint4/uint16 kernel: drop it, the type's own range is the clip
+    clip = next(n for n in m.graph.node if n.name == "clip1")
+    m.graph.node.remove(clip)
+    next(n for n in m.graph.node if n.name == "act1").input[0] = "q1"
+    for name in ("lo", "hi"):
+        m.graph.initializer.remove(inits[name])
+    g = fe.from_model(m)
+    assert g.node("act1").levels == levels
+    x = np.random.default_rng(0).uniform(0, 1, size=(8, *g.input.shape)).astype(np.float32)
+    # onnxruntime cannot hand a uint4 tensor to NumPy: read its dequantized output (levels × s, exact)
+    s1 = numpy_helper.to_array(inits["s1"]).astype(np.float64)
+    theirs = np.rint(run_graph_ort(m, x, ["a1"])["a1"].reshape(len(x), -1) / s1)
+    assert (ann_levels(g, x)["act1"] == theirs).mean() >= 0.999

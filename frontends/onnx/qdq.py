@@ -1,4 +1,4 @@
-"""ONNX ``QuantizeLinear`` / ``DequantizeLinear`` (QDQ), opsets 10–25: see :mod:`.quantizers` for the semantics.
+"""ONNX ``QuantizeLinear`` / ``DequantizeLinear`` (QDQ), opsets 11 and newer: see :mod:`.quantizers` for the semantics.
 
 On constants (weights ``Q → [Clip] → DQ`` of Brevitas, ``DQ(int8 initializer)``
 and ``DQ(int32 bias)`` of onnxruntime) both ops are evaluated as onnxruntime

@@ -2,7 +2,7 @@
 
 Forms read (the op converters live in :mod:`.qdq` and :mod:`.qonnx`):
 
-- ONNX ``QuantizeLinear`` (Q) / ``DequantizeLinear`` (DQ), opsets 10–25:
+- ONNX ``QuantizeLinear`` (Q) / ``DequantizeLinear`` (DQ), every opset evsnn reads (11+):
   q = saturate(rint(x / s) + zp) to the integer type's range, x̂ = (q − zp)·s;
   ``rint`` rounds half to even (the ONNX spec). A ``Clip`` on the integers
   between Q and DQ narrows the range (Brevitas' ``export_onnx_qcdq``).
@@ -54,9 +54,15 @@ INT_TYPES = {
 NP_TYPES = {np.dtype(np.uint8): onnx.TensorProto.UINT8, np.dtype(np.int8): onnx.TensorProto.INT8,
             np.dtype(np.uint16): onnx.TensorProto.UINT16, np.dtype(np.int16): onnx.TensorProto.INT16,
             np.dtype(np.int32): onnx.TensorProto.INT32}
+try:  # onnx reads int4/uint4 tensors as ml_dtypes' int4/uint4
+    import ml_dtypes
+
+    NP_TYPES.update({np.dtype(ml_dtypes.int4): onnx.TensorProto.INT4, np.dtype(ml_dtypes.uint4): onnx.TensorProto.UINT4})
+except ImportError:  # pragma: no cover
+    pass
 ROUNDINGS = {"ROUND": "half_even", "HALF_EVEN": "half_even", "HALF_UP": "half_up", "FLOOR": "floor"}
-SUPPORTED_HELP = ("supported quantizers: QuantizeLinear/DequantizeLinear (opsets 10–25; per-tensor on activations, "
-                  "per-tensor or per-axis on constants; uint8/int8/uint16/int16/uint4/int4; no block_size), "
+SUPPORTED_HELP = ("supported quantizers: QuantizeLinear/DequantizeLinear (opsets 11 and newer; per-tensor on "
+                  "activations, per-tensor or per-axis on constants; uint8/int8/uint16/int16/uint4/int4; no block_size), "
                   "QONNX Quant (rounding_mode ROUND, HALF_UP or FLOOR on activations; any on constants), "
                   "BipolarQuant and Trunc on constants")
 
