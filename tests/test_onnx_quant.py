@@ -569,3 +569,32 @@ def test_uint4_and_uint16_activations_at_opset_21(kind, levels):
     s1 = numpy_helper.to_array(inits["s1"]).astype(np.float64)
     theirs = np.rint(run_graph_ort(m, x, ["a1"])["a1"].reshape(len(x), -1) / s1)
     assert (ann_levels(g, x)["act1"] == theirs).mean() >= 0.999
+
+
+def test_qoperator_models_are_refused_with_the_qdq_hint(tmp_path):
+    pytest.importorskip("onnxruntime.quantization")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from test_cli import assert_user_error, invoke
+
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], name="fc", transB=1)]
+    init = [_init("w", rng.normal(size=(2, 1, 3, 3)).astype(np.float32)), _init("b", np.zeros(2, np.float32)),
+            _init("w2", rng.normal(size=(3, 2 * 4 * 4)).astype(np.float32))]
+    g = helper.make_graph(nodes, "f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])], init)
+    float_path, q_path = str(tmp_path / "f.onnx"), tmp_path / "q.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), float_path)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": rng.random((4, 1, 6, 6)).astype(np.float32)}])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(float_path, str(q_path), Reader(), quant_format=QuantFormat.QOperator)
+    assert_user_error(invoke("convert", q_path, "-o", tmp_path / "n.h5"),
+                      r"\(op QLinearConv, domain ai.onnx\): integer-operator.*QuantFormat.QDQ")

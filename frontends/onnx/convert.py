@@ -25,6 +25,8 @@ from evsnn.ir import ann as A
 _MOVEMENT = {"Identity", "Cast", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 _RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
 _SHAPE_ONLY = {"Shape", "Size"}
+_QOPERATOR = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+              "QLinearAveragePool", "QLinearGlobalAveragePool", "QGemm", "DynamicQuantizeLinear"}
 
 
 def first_line(e: BaseException) -> str:
@@ -412,6 +414,10 @@ class Converter:
                                   "Transpose pairs only around Conv/pooling; supported on NHWC tensors: "
                                   + ", ".join(sorted(layout.LAYOUT_AWARE)))
         fn = ops.lookup(node.op_type, self.opset, dom)
+        if fn is None and node.op_type in _QOPERATOR:
+            raise self.fail(node, "integer-operator (QOperator) models are not supported; quantize in QDQ format "
+                                  "(onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ)); "
+                                  + quantizers.SUPPORTED_HELP)
         if fn is None:
             known = ops.supported_ops(dom)
             raise self.fail(node, f"unsupported operator; supported in domain {dom or 'ai.onnx'}: " + ", ".join(known)
