@@ -222,7 +222,8 @@ def qdq_model(w1, b1, s_in, s1, k1, w2, b2, s_w1=None, opset=17, zp_type=np.uint
     ]
     init = [_init("s_in", np.float32(s_in)), _init("z_in", np.uint8(0)),
             _init("w1q", q_w1), _init("s_w1", s_w1.astype(np.float32)), _init("z_w1", np.zeros(c, np.int8)),
-            _init("b1q", q_b1), _init("s_b1", s_b1), _init("z_b1", np.zeros(c, np.int32)), _init("s1", np.float32(s1)), _init("z1", zp_type(0)),
+            _init("b1q", q_b1), _init("s_b1", s_b1), _init("z_b1", np.zeros(c, np.int32)),
+            _init("s1", np.float32(s1)), _init("z1", zp_type(0)),
             _init("lo", zp_type(0)), _init("hi", zp_type(k1)),
             _init("w2", w2.astype(np.float32)), _init("b2", b2.astype(np.float32)), *inits]
     shape = [None, w1.shape[1], 6, 6]

@@ -67,7 +67,9 @@ def maxpool2d(x: np.ndarray, kernel, stride, pads=(0, 0, 0, 0)) -> np.ndarray:
 
 
 def quantize_levels(z: np.ndarray, levels: int, scale: float, phase: float, rounding: str = "floor") -> np.ndarray:
-    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64; ``rounding="half_even"``: clip(rint(z·L/λ + φ − ½), 0, L)."""
+    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64.
+
+    ``rounding="half_even"``: clip(rint(z·L/λ + φ − ½), 0, L) (ties to even)."""
     if rounding == "half_even":
         return np.clip(np.rint(z * (levels / scale) + (phase - 0.5)), 0, levels)
     return np.clip(np.floor(z * (levels / scale) + phase), 0, levels)

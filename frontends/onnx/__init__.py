@@ -26,7 +26,8 @@ How a model is read:
    nodes and any node whose inputs are all constant are evaluated with
    ``onnx.reference``, except quantizers (QDQ, QONNX), which are folded in
    float32 exactly as onnxruntime / QONNX compute them (weights written as
-   ``DQ(int8)``, ``Q → Clip → DQ`` of float weights, ``DQ(int32 bias)``); ``Shape`` of a data tensor gives a constant whose batch
+   ``DQ(int8)``, ``Q → Clip → DQ`` of float weights, ``DQ(int32 bias)``);
+   ``Shape`` of a data tensor gives a constant whose batch
    entry is a marker, so exporters' ``Shape → Gather → Concat → Reshape``
    flattening resolves (arithmetic on the batch size is refused).
 4. Elementwise nodes (Mul, Div, Add/Sub with a constant, Neg, Relu, Clip,

@@ -1,4 +1,4 @@
-"""QONNX quantizers (``Quant``, ``BipolarQuant``, ``Trunc``) in domains ``qonnx.custom_op.general`` and ``onnx.brevitas``.
+"""QONNX quantizers ``Quant``, ``BipolarQuant``, ``Trunc`` (domains ``qonnx.custom_op.general``, ``onnx.brevitas``).
 
 Semantics (QONNX spec / ``qonnx.custom_op.general``):
 

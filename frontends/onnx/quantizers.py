@@ -57,12 +57,14 @@ NP_TYPES = {np.dtype(np.uint8): onnx.TensorProto.UINT8, np.dtype(np.int8): onnx.
 try:  # onnx reads int4/uint4 tensors as ml_dtypes' int4/uint4
     import ml_dtypes
 
-    NP_TYPES.update({np.dtype(ml_dtypes.int4): onnx.TensorProto.INT4, np.dtype(ml_dtypes.uint4): onnx.TensorProto.UINT4})
+    NP_TYPES.update({np.dtype(ml_dtypes.int4): onnx.TensorProto.INT4,
+                     np.dtype(ml_dtypes.uint4): onnx.TensorProto.UINT4})
 except ImportError:  # pragma: no cover
     pass
 ROUNDINGS = {"ROUND": "half_even", "HALF_EVEN": "half_even", "HALF_UP": "half_up", "FLOOR": "floor"}
 SUPPORTED_HELP = ("supported quantizers: QuantizeLinear/DequantizeLinear (opsets 11 and newer; per-tensor on "
-                  "activations, per-tensor or per-axis on constants; uint8/int8/uint16/int16/uint4/int4; no block_size), "
+                  "activations, per-tensor or per-axis on constants; uint8/int8/uint16/int16/uint4/int4; "
+                  "no block_size), "
                   "QONNX Quant (rounding_mode ROUND, HALF_UP or FLOOR on activations; any on constants), "
                   "BipolarQuant and Trunc on constants")
 
