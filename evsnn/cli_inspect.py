@@ -41,6 +41,20 @@ def describe(path: str) -> tuple[dict, str]:
     return describe_model(path)
 
 
+def _quantizers(meta: dict) -> tuple[dict, list[str]]:
+    """The model's input and readout quantizers (ONNX QDQ / QONNX on the graph input and the logits)."""
+    info, text = {}, []
+    for key, what in (("input_quant", "input quantized"), ("readout_quant", "readout quantized")):
+        q = meta.get(key)
+        if q:
+            info[key] = q
+            how = ("applied to the data before the first layer" if key == "input_quant" else
+                   "simulated analog: the readout accumulates the unquantized logits")
+            text.append(f"{what} by {q.get('node', '?')!r}: scale {q['scale']:.6g}, zero point {q['zero_point']:g}, "
+                        f"integers [{q['qmin']}, {q['qmax']}], round {q.get('rounding', 'half_even')}; {how}")
+    return info, text
+
+
 def describe_network(path: str) -> tuple[dict, str]:
     from evsnn.ir import snn as S
     from evsnn.store import load_network
@@ -83,6 +97,9 @@ def describe_network(path: str) -> tuple[dict, str]:
                          ", ".join(f"{k} {tuple(v) if isinstance(v, list) else v}" for k, v in d.items()
                                    if k in ("kernel", "window", "stride", "pads", "groups"))] for d in prs]))
     text.append(f"\nreadout {net.readout.name} {tuple(net.readout.shape)}")
+    qinfo, qtext = _quantizers(net.meta)
+    info.update(qinfo)
+    text += qtext
     return info, "\n".join(text)
 
 
@@ -131,8 +148,8 @@ def _node_details(n) -> str:
     if isinstance(n, (A.AvgPool, A.MaxPool)):
         return f"kernel {tuple(n.kernel)}, stride {tuple(n.stride)}, pads {tuple(n.pads)}"
     if isinstance(n, A.QuantAct):
-        tie = "" if n.rounding == "floor" else f", rounding {n.rounding}"
-        return f"L = {n.levels}, λ = {n.scale:.4g}, φ = {n.phase:g}{tie}"
+        return f"L = {n.levels}, λ = {n.scale:.4g}, φ = {n.phase:g}" + (
+            ", round half to even" if n.rounding == "half_even" else "")
     if isinstance(n, A.ClipAct):
         return f"λ = {n.scale:.4g}"
     if isinstance(n, A.Relu):
@@ -165,6 +182,9 @@ def describe_model(path: str) -> tuple[dict, str]:
             f"ANN MACs per sample: {info['macs_per_sample']:,}", "",
             _table(["node", "kind", "shape", "details"],
                    [[d["name"], d["kind"], str(tuple(d["shape"])), d["details"]] for d in nodes])]
+    qinfo, qtext = _quantizers(graph.meta)
+    info.update(qinfo)
+    text += qtext
     return info, "\n".join(text)
 
 

@@ -31,7 +31,7 @@ from onnx.reference import ReferenceEvaluator
 
 from evsnn.errors import ConversionError, FormatError
 from evsnn.frontends import onnx as fe
-from evsnn.frontends import onnx_ops
+from evsnn.frontends.onnx import ops as onnx_ops
 from evsnn.ir import ann as A
 from evsnn.reference import ann_forward, eval_node
 
@@ -442,7 +442,7 @@ def test_residual_add_and_reshape_from_shape():
     n = n[-1:] + n[:-1]
     c = {**conv_inits(), "zero_i": np.array(0, dtype=np.int64), "zero_i1": np.array([0], dtype=np.int64),
          "minus1": np.array([-1], dtype=np.int64), "shape3": np.array([1, 3, 1, 1], dtype=np.int64)}
-    with pytest.raises(ConversionError, match="'exp' \\(op Expand\\)"):
+    with pytest.raises(ConversionError, match="'exp' \\(op Expand, domain ai.onnx\\)"):
         fe.from_model(make_model(n, c))
     n = [x for x in n if x.name != "exp"]
     n[2] = mk("Add", ["r", "a"], ["s"], name="add")
@@ -478,15 +478,15 @@ def test_unsupported_op_names_node_and_supported_ops():
 def test_concat_and_tensor_product_are_errors():
     mk = helper.make_node
     n = [conv_node(), mk("Concat", ["c", "c"], ["y"], name="cat", axis=1)]
-    with pytest.raises(ConversionError, match="'cat' \\(op Concat\\)"):
+    with pytest.raises(ConversionError, match="'cat' \\(op Concat, domain ai.onnx\\)"):
         fe.from_model(make_model(n, conv_inits()))
     n = [conv_node(), mk("Mul", ["c", "c"], ["y"], name="sq")]
-    with pytest.raises(ConversionError, match="'sq' \\(op Mul\\).*two tensors"):
+    with pytest.raises(ConversionError, match="'sq' \\(op Mul, domain ai.onnx\\).*two tensors"):
         fe.from_model(make_model(n, conv_inits()))
 
 
 def test_dilation_is_error():
-    with pytest.raises(ConversionError, match="'conv' \\(op Conv\\).*dilation"):
+    with pytest.raises(ConversionError, match="'conv' \\(op Conv, domain ai.onnx\\).*dilation"):
         fe.from_model(make_model([conv_node(out="y", dilations=[2, 2])], conv_inits()))
 
 
@@ -554,7 +554,7 @@ def test_gemm_attributes_and_flatten_from_shape_arithmetic():
 def test_pad_before_non_conv_and_maxpool_indices_are_errors():
     mk = helper.make_node
     n = [mk("Pad", ["x", "pads"], ["p"], name="pad"), mk("Relu", ["p"], ["y"], name="r")]
-    with pytest.raises(ConversionError, match="'pad' \\(op Pad\\).*Conv"):
+    with pytest.raises(ConversionError, match="'pad' \\(op Pad, domain ai.onnx\\).*Conv"):
         fe.from_model(make_model(n, {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64)}))
     n = [mk("MaxPool", ["x"], ["y", "idx"], name="mp", kernel_shape=[2, 2]),
          mk("Cast", ["idx"], ["idxf"], to=TensorProto.FLOAT), mk("Add", ["y", "idxf"], ["z"], name="sum")]
@@ -603,13 +603,13 @@ def test_torch_export_of_other_spellings():
 
 
 def _tok(kind, **kw):
-    from evsnn.frontends.onnx_chain import Token
+    from evsnn.frontends.onnx.chain import Token
 
     return Token(kind, node=kw.pop("node", kind), tensor=kind, **kw)
 
 
 def test_plan_chain_normal_forms():
-    from evsnn.frontends.onnx_chain import plan_chain
+    from evsnn.frontends.onnx.chain import plan_chain
 
     inf = float("inf")
     aff = lambda a, b=0.0, **kw: _tok("affine", a=a, b=b, **kw)  # noqa: E731
@@ -617,7 +617,7 @@ def test_plan_chain_normal_forms():
     bn = aff(np.array([2.0, 0.5]), np.array([0.1, -0.2]), per_channel=True, node="bn")
     # BN, then floor quantizer with λ = 0.8, L = 4, written with the clip before the floor
     p = plan_chain([bn, aff(4.0), aff(1 / 0.8), clip(0, 4), _tok("floor"), aff(0.8), aff(0.25, node="last")])
-    assert p.act == ("quant", 4, pytest.approx(0.8), 0.0) and p.linear_token.node == "bn"
+    assert p.act == ("quant", 4, pytest.approx(0.8), 0.0, "floor") and p.linear_token.node == "bn"
     np.testing.assert_allclose(p.scale, [2.0, 0.5])
     np.testing.assert_allclose(p.shift, [0.1, -0.2])
     assert p.act_token.node == "last"
@@ -630,6 +630,14 @@ def test_plan_chain_normal_forms():
     assert p.act == ("clip", pytest.approx(0.6)) and p.scale == pytest.approx(1.0)
     p = plan_chain([clip(0, inf), aff(2.0)])
     assert p.act == ("relu",) and p.scale == 2.0
+    # a half-even round (QDQ): the rounding survives an even integer offset, becomes floor(x + ½) after an odd one
+    half_even = _tok("floor", rounding="half_even")
+    p = plan_chain([aff(1 / 0.1), aff(1.0, 0.5), half_even, clip(0, 7), aff(0.1)])
+    assert p.act[1:3] == (7, pytest.approx(0.7)) and p.act[3:] == (0.5, "half_even")
+    p = plan_chain([aff(1.0, 2.0), aff(1.0, 0.5), half_even, clip(0, 7)])
+    assert p.act[3:] == (0.5, "half_even") and p.shift == pytest.approx(2.0)
+    p = plan_chain([aff(1.0, 1.0), aff(1.0, 0.5), half_even, clip(0, 7)])
+    assert p.act[3:] == (0.5, "floor") and p.shift == pytest.approx(1.0)
     # pure affine: everything folds, named after the last token
     p = plan_chain([bn, aff(3.0, node="mul")])
     assert p.act is None and p.linear_token.node == "mul"
@@ -644,7 +652,7 @@ def test_plan_chain_normal_forms():
     (["floor", "floor", "clip04"], "rounds twice"),
 ])
 def test_plan_chain_rejects(chain, match):
-    from evsnn.frontends.onnx_chain import ChainError, plan_chain
+    from evsnn.frontends.onnx.chain import ChainError, plan_chain
 
     inf = float("inf")
     toks = {"floor": _tok("floor"), "relu": _tok("clip", lo=0.0, hi=inf), "neg": _tok("affine", a=-1.0, b=0.0),

@@ -87,12 +87,6 @@ def _check_activations(graph: A.AnnGraph, exact: bool, levels: int | None, prese
                 f"node {n.name!r} is a plain ReLU with no scale: calibrate the model on data first "
                 "(evsnn.convert.calibrate, or --calibrate DATA on the command line)")
     if exact:
-        for n in graph.nodes:
-            if isinstance(n, A.QuantAct) and n.rounding != "floor":
-                raise ConversionError(
-                    f"node {n.name!r} (quant) rounds half to even (rounding={n.rounding!r}, e.g. QKeras' "
-                    f"quantized_relu); preset {preset!r} realises floor(z·L/λ + φ), which differs from it at exact "
-                    "ties; supported for exact presets: floor-type quantizers (φ = 0 or ½)")
         if levels is not None:
             graph = quantize_graph(graph, levels)
         elif any(isinstance(n, A.ClipAct) for n in graph.nodes):
@@ -249,6 +243,11 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
 
     net = S.Network(tuple(inp.shape), pops, projections, readout, preset, input_mode, L, bits,
                     meta={"source": graph.name, "scales": {k: v for k, v in scale.items() if k != inp.name}})
+    for key in ("input_quant", "readout_quant"):  # quantizers on the model's input/logits (ONNX QDQ, QONNX)
+        if graph.meta.get(key):
+            net.meta[key] = dict(graph.meta[key])
+    if graph.meta.get("input_layout"):  # channels-last model input: the data is transposed when checked
+        net.meta["input_layout"] = graph.meta["input_layout"]
     if preset == "bitserial":
         net.default_wake = bits * (net.depth() + 1)
     else:

@@ -11,8 +11,11 @@ Activation semantics (z is the pre-activation, a the output):
 - ``QuantAct(L, λ, φ)``:  a = λ · clip(floor(z·L/λ + φ), 0, L) / L.
   φ = 0 is the floor (CQReLU) quantizer, φ = ½ the round-half (QCFS) one.
   The integer ``clip(floor(z·L/λ + φ), 0, L)`` is the neuron's *level*.
-  With ``rounding="half_even"`` the level is clip(rint(z·L/λ + φ), 0, L)
-  instead, ties to even (QKeras' ``tf.round``); exact presets refuse it.
+  With ``rounding="half_even"`` the level is clip(rint(z·L/λ + φ − ½), 0, L)
+  (ties to even, as ONNX ``QuantizeLinear`` and QONNX ``ROUND``); it differs
+  from the floor form with the same φ only where z·L/λ + φ is an integer.
+  The SNN presets realise the floor form (v0 = φ·θ), so on such exact ties
+  a half-even quantizer's spike count can be one above the file's level.
 - ``ClipAct(λ)``: a = clip(z, 0, λ) (threshold ReLU, Deng & Gu).
 - ``Relu``: a = max(z, 0); needs calibration to get λ before conversion.
 """
@@ -125,7 +128,7 @@ class QuantAct(Node):
     levels: int = 1
     scale: float = 1.0
     phase: float = 0.0
-    rounding: str = "floor"  # "floor": floor(y + φ); "half_even": rint(y + φ), ties to even
+    rounding: str = "floor"  # or "half_even" (see the module docstring)
     kind = "quant"
 
 
@@ -294,6 +297,36 @@ def as_batch(x, shape, expects: str = "the model") -> np.ndarray:
     return x
 
 
+def quantize_input(x: np.ndarray, spec: dict | None) -> np.ndarray:
+    """Apply a model's input quantizer (``meta["input_quant"]``, e.g. an ONNX QDQ pair on the graph input).
+
+    ``spec``: ``scale`` s, ``zero_point`` zp, ``qmin``/``qmax`` and ``rounding`` ("half_even", "half_up"
+    or "floor"); x ↦ s·(clip(round(x/s) + zp, qmin, qmax) − zp), computed in float32 as the model's
+    runtime does (onnxruntime's QuantizeLinear/DequantizeLinear), returned as float64. None: x unchanged.
+    """
+    if not spec:
+        return x
+    s, zp = np.float32(spec["scale"]), np.float32(spec["zero_point"])
+    y = x.astype(np.float32) / s
+    rnd = spec.get("rounding", "half_even")
+    y = np.rint(y) if rnd == "half_even" else np.floor(y + np.float32(0.5)) if rnd == "half_up" else np.floor(y)
+    q = np.clip(y + zp, np.float32(spec["qmin"]), np.float32(spec["qmax"]))
+    return ((q - zp) * s).astype(np.float64)
+
+
+def prepare_input(x, shape, meta: dict, expects: str = "the model") -> np.ndarray:
+    """``x`` as float64 (N, *shape) NCHW, as the model's own first ops see it: a channels-last model
+    (``meta["input_layout"] == "NHWC"``, e.g. Keras' ONNX export) takes (N, H, W, C) data, transposed
+    here; then the input quantizer (``meta["input_quant"]``, :func:`quantize_input`) if any."""
+    if meta.get("input_layout") == "NHWC" and len(shape) == 3:
+        c, h, w = shape
+        x = as_batch(x, (h, w, c), expects + " (channels-last)").transpose(0, 3, 1, 2)
+    else:
+        x = as_batch(x, shape, expects)
+    return quantize_input(x, meta.get("input_quant"))
+
+
 def check_input(graph: AnnGraph, x: np.ndarray) -> np.ndarray:
-    """Return ``x`` as float64 (N, *input_shape); raise ShapeError naming both shapes if it does not fit."""
-    return as_batch(x, graph.input.shape)
+    """Return ``x`` as float64 (N, *input_shape) through :func:`prepare_input` (the model's input
+    layout and quantizer, from ``graph.meta``); raise ShapeError naming both shapes if it does not fit."""
+    return prepare_input(x, graph.input.shape, graph.meta)

@@ -67,9 +67,12 @@ def maxpool2d(x: np.ndarray, kernel, stride, pads=(0, 0, 0, 0)) -> np.ndarray:
 
 
 def quantize_levels(z: np.ndarray, levels: int, scale: float, phase: float, rounding: str = "floor") -> np.ndarray:
-    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64 (rint, ties to even, for rounding="half_even")."""
-    y = z * (levels / scale) + phase
-    return np.clip(np.rint(y) if rounding == "half_even" else np.floor(y), 0, levels)
+    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64.
+
+    ``rounding="half_even"``: clip(rint(z·L/λ + φ − ½), 0, L) (ties to even)."""
+    if rounding == "half_even":
+        return np.clip(np.rint(z * (levels / scale) + (phase - 0.5)), 0, levels)
+    return np.clip(np.floor(z * (levels / scale) + phase), 0, levels)
 
 
 def eval_node(node: ann.Node, ins: list[np.ndarray]) -> np.ndarray:
@@ -89,8 +92,7 @@ def eval_node(node: ann.Node, ins: list[np.ndarray]) -> np.ndarray:
     if isinstance(node, ann.Identity):
         return ins[0]
     if isinstance(node, ann.QuantAct):
-        return (quantize_levels(ins[0], node.levels, node.scale, node.phase, node.rounding)
-                * (node.scale / node.levels))
+        return quantize_levels(ins[0], node.levels, node.scale, node.phase, node.rounding) * (node.scale / node.levels)
     if isinstance(node, ann.ClipAct):
         return np.clip(ins[0], 0.0, node.scale)
     if isinstance(node, ann.Relu):

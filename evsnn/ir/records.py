@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evsnn.errors import ConversionError, ShapeError
-from evsnn.ir.ann import as_batch
+from evsnn.ir.ann import prepare_input
 from evsnn.ir.snn import Network
 
 DEFAULT_MAX_SLEEP = 1000
@@ -82,6 +82,10 @@ def make_plan(net: Network, wake: int | None = None, sleep: int | str | None = N
 def check_batch(net: Network, x) -> np.ndarray:
     """x as float64 (N, *input_shape), or ShapeError naming both shapes.
 
+    A network converted from a channels-last model or one with an input quantizer
+    (``net.meta["input_layout"]``/``["input_quant"]``, see :func:`evsnn.ir.ann.prepare_input`)
+    gets its input transposed/quantized here, so both simulators see what the model computes with.
+
     Networks with ``input_mode == "events"`` take binned address events instead:
     (N, T, *input_shape) non-negative integer counts per time bin (see
     ``evsnn.datasets.events_to_frames``), T ≤ the wake steps of the run.
@@ -95,7 +99,7 @@ def check_batch(net: Network, x) -> np.ndarray:
         if (x < 0).any() or (x != np.round(x)).any() or (x > 255).any():
             raise ShapeError("event input must hold integer event counts 0..255 per bin and neuron")
         return x
-    return as_batch(x, want, "the network")
+    return prepare_input(x, want, net.meta, "the network")
 
 
 def input_spikes(net: Network, x: np.ndarray, plan: RunPlan) -> np.ndarray | None:

@@ -36,8 +36,7 @@ def ann_levels(graph: A.AnnGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     for node in graph.nodes:
         if isinstance(node, A.QuantAct):
             z = vals[node.inputs[0]]
-            out[node.name] = ops.quantize_levels(z, node.levels, node.scale, node.phase,
-                                                node.rounding).reshape(len(z), -1)
+            out[node.name] = ops.quantize_levels(z, node.levels, node.scale, node.phase, node.rounding).reshape(len(z), -1)
         elif isinstance(node, A.MaxPool) and node.inputs[0] in out:
             shp = vals[node.inputs[0]].shape
             lv = out[node.inputs[0]].reshape(shp)

@@ -26,8 +26,8 @@ Quantizers (inference, ``tf.round`` rounds half to even):
   within float32 error of a half-integer).
 - ``quantized_relu(bits, integer)`` on activations (use_sigmoid=0,
   negative_slope=0): a = 2^integer · clip(rint(x·2^(bits−integer))/2^bits,
-  0, 1 − 2^−bits): ``QuantAct(L = 2^bits − 1, λ = L·2^(integer−bits), φ = 0,
-  rounding="half_even")``.
+  0, 1 − 2^−bits): ``QuantAct(L = 2^bits − 1, λ = L·2^(integer−bits), φ = ½,
+  rounding="half_even")`` (level rint(y + φ − ½) = rint(y), see :mod:`evsnn.ir.ann`).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _activate(b: Builder, spec: LayerSpec, x: Tensor, key: str, levels: int, lam
     prev = next(n for n in b.nodes if n.name == src)
     if isinstance(prev, A.Relu):  # a ReLU before it changes nothing: quantized_relu clips at 0
         src = prev.inputs[0]
-    b.add(A.QuantAct(node, (src,), levels=levels, scale=lam, phase=0.0, rounding="half_even"))
+    b.add(A.QuantAct(node, (src,), levels=levels, scale=lam, phase=0.5, rounding="half_even"))
     b.quantizers[f"{spec.name}/{key}"] = {"node": node, "output": node, "hwc": list(x.hwc) if x.hwc else None}
     return Tensor(node, x.shape, x.hwc)
 

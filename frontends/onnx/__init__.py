@@ -2,8 +2,13 @@
 
 Needs only the ``onnx`` package and NumPy (no runtime). Opsets 11 to the
 newest the installed ``onnx`` knows (``onnx.defs.onnx_opset_version()``) are
-read; converters are registered per op type and opset in
-:mod:`evsnn.frontends.onnx_ops`.
+read; converters are registered per domain, op type and opset, one module
+per op family: :mod:`.ops` (layers, elementwise, structure), :mod:`.qdq`
+(QuantizeLinear/DequantizeLinear), :mod:`.qonnx` (QONNX ``Quant``,
+``BipolarQuant``, ``Trunc`` in domains ``qonnx.custom_op.general`` and
+``onnx.brevitas``) and :mod:`.layout` (channels-last ``Transpose`` pairs);
+:mod:`.quantizers` turns every integer quantizer form into the same chain
+tokens (hence the same ``QuantAct``) and :mod:`.convert` holds the state.
 
 How a model is read:
 
@@ -19,19 +24,36 @@ How a model is read:
    ConversionError). Exactly one graph output.
 3. Nodes the output needs are converted in order. Initializers, ``Constant``
    nodes and any node whose inputs are all constant are evaluated with
-   ``onnx.reference``; ``Shape`` of a data tensor gives a constant whose batch
+   ``onnx.reference``, except quantizers (QDQ, QONNX), which are folded in
+   float32 exactly as onnxruntime / QONNX compute them (weights written as
+   ``DQ(int8)``, ``Q → Clip → DQ`` of float weights, ``DQ(int32 bias)``);
+   ``Shape`` of a data tensor gives a constant whose batch
    entry is a marker, so exporters' ``Shape → Gather → Concat → Reshape``
    flattening resolves (arithmetic on the batch size is refused).
 4. Elementwise nodes (Mul, Div, Add/Sub with a constant, Neg, Relu, Clip,
    Max/Min with a constant, Floor, Round, BatchNormalization, Identity,
    Dropout, Cast to float) are queued on their input and resolved when a
-   structural node reads them (:mod:`evsnn.frontends.onnx_chain`): per-channel
+   structural node reads them (:mod:`evsnn.frontends.onnx.chain`): per-channel
    affines (BN, bias Add after MatMul) fold into the preceding Conv/Dense when
    it has no other reader, else become a depthwise 1×1 ``Conv`` (groups=C;
    a diagonal ``Dense`` on vectors); the rest must form one of ``Relu``,
    ``ClipAct(λ)`` = clip(z, 0, λ) or ``QuantAct(L, λ, φ)`` =
    λ/L·clip(⌊z·L/λ + φ⌋, 0, L), in any order exporters produce (clip before or
    after the floor, Clip or Max/Min, Mul or Div).
+5. Integer quantizers on data tensors (``Q [→ Clip] → DQ``, QONNX ``Quant``)
+   become the same tokens: a ``QuantAct`` with L = the integer range
+   reachable after the ReLU/clip before it (uint8 zp 0 → 255, Brevitas'
+   ``Clip(0, 7)`` → 7, int8 after a ReLU → 127), λ = s·L and
+   ``rounding="half_even"`` (see :mod:`.quantizers` for how the SNN realises
+   ties). A QDQ pair after AveragePool/Add is a quantized activation too; one
+   after a MaxPool/Flatten that re-applies the quantizer its input already
+   carries (onnxruntime writes those) emits nothing. A Q…DQ group on the graph
+   input is ``meta["input_quant"]`` (applied to the data by
+   :func:`evsnn.ir.ann.check_input` and the simulators' input check); one on
+   the logits is ``meta["readout_quant"]``: the readout is simulated analog
+   (noted, shown by ``evsnn inspect``). A zero point ≠ 0 or a signed range on
+   a hidden activation is refused unless a ReLU in front makes [0, L] the
+   reachable range.
 
 Decisions:
 
@@ -55,11 +77,16 @@ Decisions:
   global average pooling.
 - A newer opset than supported is a ConversionError (the file is fine; this
   evsnn/onnx cannot interpret its operators).
-- Not supported (ConversionError naming node, op and the supported list):
-  every other op (Sigmoid, LSTM, Concat of data tensors, Transpose of data,
-  Resize, ...), tensor × tensor products, BN in training mode or with
-  non-constant statistics, per-element (non per-channel) constants, a Pad
-  feeding anything but Conv, other domains (com.microsoft, ai.onnx.ml).
+- Channels-last exports (Keras ``model.export(format="onnx")``, tf2onnx):
+  ``Transpose`` pairs NCHW ↔ NHWC are folded (see :mod:`.layout`); an NHWC
+  model input is recorded as ``meta["input_layout"] = "NHWC"`` and takes
+  (N, H, W, C) data.
+- Not supported (ConversionError naming node, op, domain and the supported
+  list): every other op (Sigmoid, LSTM, Concat of data tensors, other
+  Transposes, Resize, ...), tensor × tensor products, BN in training mode or
+  with non-constant statistics, per-element (non per-channel) constants, a Pad
+  feeding anything but Conv, other domains (com.microsoft, ai.onnx.ml),
+  per-channel or blocked quantization of activations, float8 QDQ.
 
 Names: each AnnGraph node is named after the ONNX node producing its output
 (its first output tensor's name when the node name is empty); a multi-node
@@ -68,7 +95,11 @@ The input node is named after the graph input. ``graph.meta`` holds
 ``tensors`` ({activation node name: ONNX tensor name} for every
 QuantAct/ClipAct/Relu/MaxPool, to fetch intermediate values from a runtime),
 ``opset``, ``producer``, ``input_tensor``, ``output_tensor``, ``batch`` (the
-fixed batch size or None) and ``notes``.
+fixed batch size or None), ``notes``, ``levels`` ({QuantAct/MaxPool name:
+{"tensor": the file's integer tensor, "zero_point"}} for QDQ activations: the
+tool's own quantized levels, e.g. to fetch from onnxruntime) and, when
+present, ``input_quant``, ``readout_quant``, ``input_layout`` and
+``tensor_layouts``.
 """
 
 from __future__ import annotations
@@ -84,8 +115,8 @@ import onnx.numpy_helper
 import onnx.shape_inference
 
 from evsnn.errors import ConversionError, FormatError
-from evsnn.frontends import onnx_ops as ops
-from evsnn.frontends.onnx_convert import Converter, first_line
+from evsnn.frontends.onnx import ops
+from evsnn.frontends.onnx.convert import Converter, first_line
 from evsnn.ir import ann as A
 
 MIN_OPSET = ops.MIN_OPSET

@@ -75,6 +75,8 @@ class Token:
     lo: float = -INF
     hi: float = INF
     per_channel: bool = False
+    rounding: str = "floor"  # of a "floor" token: "floor", or "half_even" after an A(1, ½) (QDQ, QONNX ROUND)
+    quant: dict | None = None  # QDQ/QONNX group: {"node", "role": "q"|"dq", ...} (see .quantizers)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Plan:
 
     ``scale``/``shift``: float or (C,) arrays of z' = scale·z + shift
     (``is_identity`` when nothing is left to apply). ``act`` is None,
-    ``("relu",)``, ``("clip", λ)`` or ``("quant", L, λ, φ)``. ``linear_token``
+    ``("relu",)``, ``("clip", λ)`` or ``("quant", L, λ, φ, rounding)``. ``linear_token``
     is the token naming the affine (the last per-channel token, or the last
     token when the chain is purely affine); ``act_token`` is the chain's last
     token, which names the activation.
@@ -174,7 +176,7 @@ def _clip_act(lo: float, hi: float):
     return ("relu",) if hi == INF else ("clip", float(hi))
 
 
-def _quant(a, b, lo1, hi1, c, d, lo2, hi2):
+def _quant(a, b, lo1, hi1, c, d, lo2, hi2, rounding="floor"):
     """(act, s, offset) for c·clip(⌊clip(a·z+b, lo1, hi1)⌋, lo2, hi2) + d; see module docstring."""
     lo_l = max(math.floor(_snap(lo1)) if lo1 > -INF else -INF, math.ceil(_snap(lo2)) if lo2 > -INF else -INF)
     hi_l = min(math.floor(_snap(hi1)) if hi1 < INF else INF, math.floor(_snap(hi2)) if hi2 < INF else INF)
@@ -192,7 +194,11 @@ def _quant(a, b, lo1, hi1, c, d, lo2, hi2):
         b = float(round(b))
     k = math.floor(b)
     phase = b - k
-    return ("quant", levels, c * levels, phase), s, k * c
+    if rounding == "half_even" and k % 2:
+        # rint(x + k) = rint(x) + k only for even k; moving an odd offset out keeps every
+        # non-tie level, ties then round up (the floor form), as the SNN realises them anyway
+        rounding = "floor"
+    return ("quant", levels, c * levels, phase, rounding), s, k * c
 
 
 def plan_chain(tokens: list[Token]) -> Plan:
@@ -218,6 +224,6 @@ def plan_chain(tokens: list[Token]) -> Plan:
     f = floors[0]
     a, b, lo1, hi1 = _left(core[:f])
     c, d, lo2, hi2 = _right(core[f + 1:])
-    act, s, off = _quant(a, b, lo1, hi1, c, d, lo2, hi2)
+    act, s, off = _quant(a, b, lo1, hi1, c, d, lo2, hi2, core[f].rounding)
     lin = prefix[-1] if prefix else None
     return Plan(ps * s, pt * s + off, act, lin, tokens[-1])

@@ -5,10 +5,10 @@ introduced the signature it reads (``@converter("ReduceMean", since=18)``
 reads ``axes`` from an input, the ``since=11`` one from an attribute).
 :func:`lookup` picks the newest registration not newer than the model's
 opset. A converter receives the conversion context (``ctx``, see
-:class:`evsnn.frontends.onnx_convert.Converter`) and one ``onnx.NodeProto``; it either emits an
-:mod:`evsnn.ir.ann` node, queues elementwise :class:`~.onnx_chain.Token`\\ s on
+:class:`evsnn.frontends.onnx.convert.Converter`) and one ``onnx.NodeProto``; it either emits an
+:mod:`evsnn.ir.ann` node, queues elementwise :class:`~.chain.Token`\\ s on
 its input (activations, BatchNormalization, affine ops; resolved later by
-:func:`~.onnx_chain.plan_chain`), or records a constant.
+:func:`~.chain.plan_chain`), or records a constant.
 
 Shapes are per sample (no batch axis): (C, H, W) or (F,).
 """
@@ -21,38 +21,68 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from evsnn.frontends.onnx_chain import INF
+from evsnn.frontends.onnx.chain import INF
 from evsnn.ir import ann as A
 
 MIN_OPSET = 11
 BATCH = -987654321  # stands for the (dynamic) batch size inside shape computations; fits int32
 
-_REGISTRY: dict[str, list[tuple[int, Callable]]] = {}
+_REGISTRY: dict[tuple[str, str], list[tuple[int, Callable]]] = {}
+_CONST: dict[tuple[str, str], Callable] = {}
+DOMAIN_ALIASES = {"ai.onnx": ""}
 
 
-def converter(*op_types: str, since: int = MIN_OPSET):
-    """Register the decorated ``fn(ctx, node)`` for ``op_types`` from opset ``since`` on."""
+def _key(domain: str, op: str) -> tuple[str, str]:
+    return (DOMAIN_ALIASES.get(domain, domain), op)
+
+
+def converter(*op_types: str, since: int = MIN_OPSET, domains: tuple[str, ...] = ("",)):
+    """Register the decorated ``fn(ctx, node)`` for ``op_types`` (in ``domains``) from opset ``since`` on."""
 
     def deco(fn):
-        for op in op_types:
-            _REGISTRY.setdefault(op, []).append((since, fn))
-            _REGISTRY[op].sort(key=lambda e: e[0])
+        for dom in domains:
+            for op in op_types:
+                entries = _REGISTRY.setdefault(_key(dom, op), [])
+                entries.append((since, fn))
+                entries.sort(key=lambda e: e[0])
         return fn
 
     return deco
 
 
-def lookup(op_type: str, opset: int) -> Callable | None:
+def const_evaluator(*op_types: str, domains: tuple[str, ...] = ("",)):
+    """Register ``fn(ctx, node) -> list of arrays`` to evaluate ``op_types`` on constant inputs
+    (instead of ``onnx.reference``; used for quantizers, folded exactly as onnxruntime computes them)."""
+
+    def deco(fn):
+        for dom in domains:
+            for op in op_types:
+                _CONST[_key(dom, op)] = fn
+        return fn
+
+    return deco
+
+
+def lookup(op_type: str, opset: int, domain: str = "") -> Callable | None:
     """Converter for ``op_type`` at ``opset`` (newest registration with since ≤ opset), or None."""
     best = None
-    for since, fn in _REGISTRY.get(op_type, ()):
+    for since, fn in _REGISTRY.get(_key(domain, op_type), ()):
         if since <= opset:
             best = fn
     return best
 
 
-def supported_ops() -> list[str]:
-    return sorted(_REGISTRY)
+def lookup_const(op_type: str, domain: str = "") -> Callable | None:
+    return _CONST.get(_key(domain, op_type))
+
+
+def known_domains() -> list[str]:
+    return sorted({d for d, _ in _REGISTRY} | {d for d, _ in _CONST})
+
+
+def supported_ops(domain: str = "") -> list[str]:
+    dom = DOMAIN_ALIASES.get(domain, domain)
+    return sorted({op for d, op in _REGISTRY if d == dom})
 
 
 def attrs(node: onnx.NodeProto) -> dict:
@@ -148,6 +178,10 @@ def _dense(ctx, node, v, weight: np.ndarray, bias: np.ndarray) -> None:
     _need_vector(ctx, node, v)
     if weight.shape[1] != v.shape[0]:
         raise ctx.fail(node, f"weight maps {weight.shape[1]} features, the input has {v.shape[0]}")
+    if isinstance(v.layout, np.ndarray):  # input flattened from NHWC: fold the order into the columns
+        w = np.empty_like(weight)
+        w[:, v.layout] = weight
+        weight = w
     src = ctx.materialize(node.input[0])
     ctx.emit(A.Dense(ctx.name_for(node), (src.name,), weight=weight, bias=bias), node.output[0], foldable=True)
 
@@ -213,7 +247,7 @@ def arithmetic(ctx, node) -> None:
         raise ctx.fail(node, f"{node.op_type} of two tensors is not supported (only Add, as a residual sum)")
     di = 0 if c1 is not None else 1
     v = ctx.data(node, di)
-    val, pc = ctx.channel_param(node, c1 if di == 0 else c0, v.shape)
+    val, pc = ctx.channel_param(node, c1 if di == 0 else c0, v.shape, v)
     op = node.op_type
     if op == "Add":
         a, b = 1.0, val
@@ -324,10 +358,14 @@ def _add(ctx, node, inputs: list[str]) -> None:
     vals = [ctx.values.get(i) for i in ins]
     if any(v is None for v in vals):
         raise ctx.fail(node, "mixes tensors and constants; only sums of tensors are supported")
+    tags = [v.layout if isinstance(v.layout, str) or v.layout is None else tuple(v.layout) for v in vals]
+    if any(t != tags[0] for t in tags):
+        raise ctx.fail(node, "adds tensors of different layouts (NCHW and channels-last); not supported")
     if any(v.shape != vals[0].shape for v in vals):
         raise ctx.fail(node, f"adds tensors of shapes {[v.shape for v in vals]}; broadcasting is not supported")
     srcs = [ctx.materialize(i).name for i in ins]
     ctx.emit(A.Add(ctx.name_for(node), tuple(srcs)), node.output[0])
+    ctx.values[node.output[0]].layout = vals[0].layout
 
 
 @converter("Sum")
@@ -403,13 +441,20 @@ def reduce_mean_18(ctx, node) -> None:
 
 
 def _flatten_to(ctx, node, v, sample: tuple) -> None:
-    """Emit Flatten when ``sample`` is the flattened per-sample shape, pass through when unchanged."""
+    """Emit Flatten when ``sample`` is the flattened per-sample shape, pass through when unchanged.
+
+    Flattening a channels-last tensor emits the NCHW Flatten and tags the vector with the order
+    (see :mod:`.layout`)."""
+    from evsnn.frontends.onnx.layout import flatten_perm, onnx_shape
+
     flat = (int(np.prod(v.shape)),)
-    if tuple(sample) == tuple(v.shape):
+    if tuple(sample) == onnx_shape(v):
         ctx.extend(node, node.input[0], [])
     elif tuple(sample) == flat:
         src = ctx.materialize(node.input[0])
         ctx.emit(A.Flatten(ctx.name_for(node), (src.name,)), node.output[0])
+        if v.layout is not None:
+            ctx.values[node.output[0]].layout = flatten_perm(v.shape)
     else:
         raise ctx.fail(node, f"reshapes per-sample shape {v.shape} to {tuple(sample)}; only flattening "
                              f"to (N, {flat[0]}) is supported")
@@ -427,7 +472,9 @@ def flatten(ctx, node) -> None:
 
 def _reshape_target(ctx, node, v, t: list[int], allowzero: bool) -> tuple:
     """Per-sample shape a Reshape target means, with the batch axis first (BATCH, fixed N, 0 or −1)."""
-    full = [BATCH, *v.shape]
+    from evsnn.frontends.onnx.layout import onnx_shape
+
+    full = [BATCH, *onnx_shape(v)]
     t = [full[i] if (d == 0 and not allowzero and i < len(full)) else d for i, d in enumerate(t)]
     size = int(np.prod(v.shape))
     if not t or not (t[0] in (BATCH, -1) or t[0] == ctx.fixed_batch):
@@ -484,8 +531,10 @@ def squeeze_13(ctx, node) -> None:
 @converter("Shape")
 def shape(ctx, node) -> None:
     """Shape of a data tensor: a constant whose batch entry is the BATCH marker (start/end since 15)."""
+    from evsnn.frontends.onnx.layout import onnx_shape
+
     v = ctx.data(node, 0)
-    full = np.array([BATCH, *v.shape], dtype=np.int64)
+    full = np.array([BATCH, *onnx_shape(v)], dtype=np.int64)
     at = attrs(node)
     start, end = int(at.get("start", 0)), at.get("end")
     ctx.set_const(node.output[0], full[start:None if end is None else int(end)])
