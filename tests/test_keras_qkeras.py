@@ -23,7 +23,6 @@ from evsnn.datasets import load_digits
 from evsnn.errors import ConversionError
 from evsnn.frontends import keras as kfront
 from evsnn.frontends.keras import qkeras as QK
-from evsnn.frontends.keras.ties import frac_bits
 from evsnn.reference.ann import ann_forward, ann_levels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
@@ -118,6 +117,12 @@ def test_quantized_bits_matches_numpy_source_and_sign_case():
         np.testing.assert_array_equal(got, want.astype(np.float64))
     sign = QK.quantized_bits(np.array([-0.3, 0.0, 2.0], np.float32), bits=1, integer=0, keep_negative=True)
     np.testing.assert_array_equal(sign, [-1.0, 1.0, 1.0])  # bits = keep_negative: sign, 0 → +1 (QKeras)
+
+
+def frac_bits(a) -> int:
+    """Fewest r with every entry of ``a`` a multiple of 2^−r."""
+    a = np.abs(np.asarray(a, dtype=np.float64)).ravel()
+    return next(r for r in range(61) if np.all(a * 2.0 ** r == np.floor(a * 2.0 ** r)))
 
 
 def edited(tmp_path: Path, edit) -> Path:
