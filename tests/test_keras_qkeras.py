@@ -229,3 +229,22 @@ def test_auto_po2_kernel_model_loads_with_power_of_two_steps(tmp_path):
     steps = np.array([np.abs(r[r != 0]).min() for r in w])
     assert np.all(np.log2(steps) == np.round(np.log2(steps)))
     assert np.isfinite(ann_forward(graph, x)).all()
+
+
+@pytest.mark.parametrize("preset", ["casc", "bitserial"])
+def test_qkeras_casc_and_bitserial_counts_equal_half_even_levels(preset):
+    """QKeras' tf.round ties to even; the SNN's counts equal the half-even ANN levels on every neuron (100 %),
+    ties included, and differ from floor(x + ½) where the model has ties."""
+    from evsnn.engine import simulate
+    from evsnn.verify import expected_levels
+    graph = kfront.load(FIXTURES / "qkeras_digits.keras")
+    x, _ = load_digits("test")
+    net = convert(graph, preset)
+    assert {p.rounding for p in net.populations} == {"half_even"}
+    res = simulate(net, x)
+    lv = ann_levels(graph, x)
+    want = expected_levels(net, x)
+    for name in ("act1", "act2"):
+        np.testing.assert_array_equal(res.values[name], lv[name], err_msg=name)
+        np.testing.assert_array_equal(res.values[name], want[name], err_msg=name)
+    np.testing.assert_array_equal(res.predictions, ann_forward(graph, x).argmax(1))
