@@ -100,7 +100,7 @@ class DenseSim:
         for p in pops:
             if DR.has_drive(p):
                 base, unit, rem = DR.grid_split(*DR.grid(DR.drive_total(net, p, np.asarray(x).reshape(n, -1)),
-                                                         p.levels, p.v0), dsteps)
+                                                         p.levels, p.v0, p.rounding), dsteps)
                 drives[p.name] = (self._t(base), self._t(unit), torch.as_tensor(rem) if torch is not None else rem)
         for t in range(steps):
             on = (t == 0) if bitserial else (t < wake)
@@ -138,11 +138,15 @@ class DenseSim:
                         sig = s
                 elif bitserial:
                     s_["v"] = s_["v"] + cur
-                    sig = self._emit(s_, t - slots[p.name] * bits, bits)
+                    sig = self._emit(s_, t - slots[p.name] * bits, bits, p.rounding == "half_even")
                 elif p.model == "cif":
                     v = s_["v"] + cur
                     cap = min(min(t + 1, wake), p.levels)
-                    s = lib.clip(lib.floor(v / s_["th"]), -1, 1)
+                    q = v / s_["th"]
+                    s = lib.clip(lib.floor(q), -1, 1)
+                    if p.rounding == "half_even":  # ties (q = 1 or 0) move only from an odd count (evsnn.models)
+                        odd = (s_["S"] % 2) == 1
+                        s = lib.where(((q == 1) | (q == 0)) & ~odd, 0 * s, lib.where((q == 0) & odd, 0 * s - 1, s))
                     s = lib.where((s < 0) & (s_["S"] <= 0), 0 * s, s)
                     s = lib.where((s > 0) & (s_["S"] >= cap), 0 * s, s)
                     s_["v"] = v - s_["th"] * s
@@ -167,12 +171,12 @@ class DenseSim:
         return conv(out), {p.name: conv(st[p.name]["S"]) for p in pops}
 
     @staticmethod
-    def _emit(s_, k, bits):
+    def _emit(s_, k, bits, half_even=False):
         lib = torch if torch is not None else np
         if not 0 <= k < bits:
             return lib.zeros_like(s_["v"])
         w = float(2 ** (bits - 1 - k))
-        s = (s_["v"] >= s_["th"] * w) * 1.0
+        s = ((s_["v"] > s_["th"] * w) if half_even and k == bits - 1 else (s_["v"] >= s_["th"] * w)) * 1.0
         s_["v"] = s_["v"] - s_["th"] * w * s
         s_["S"] = s_["S"] + s
         return s * w

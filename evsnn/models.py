@@ -21,22 +21,32 @@ def if_step(v: np.ndarray, current: np.ndarray, theta: np.ndarray, reset: str = 
     return v, s
 
 
-def cif_step(v: np.ndarray, count: np.ndarray, current: np.ndarray, theta: np.ndarray, cap: int):
+def cif_step(v: np.ndarray, count: np.ndarray, current: np.ndarray, theta: np.ndarray, cap: int,
+             half_even: bool = False):
     """CIF (CASC): v += I; s = clip(floor(v/θ), −1, 1); −1 only if S > 0; +1 only if S < cap.
 
-    ``cap`` is min(t_w, L). Returns (v, S, s).
+    ``cap`` is min(t_w, L). ``half_even``: at equality (v/θ = 1 or v/θ = 0, an exact tie of the
+    quantizer) spike only when S is odd, so the count settles on the even level (proof in
+    :mod:`evsnn.ir.snn`). Returns (v, S, s).
     """
     v = v + current
-    s = np.clip(np.floor(v / theta), -1, 1)
+    q = v / theta
+    s = np.clip(np.floor(q), -1, 1)
+    if half_even:
+        odd = (count % 2) == 1
+        s = np.where(((q == 1) | (q == 0)) & ~odd, 0, np.where((q == 0) & odd, -1, s))
     s = np.where((s < 0) & (count <= 0), 0, s)
     s = np.where((s > 0) & (count >= cap), 0, s).astype(np.int8)
     return v - theta * s, count + s, s
 
 
-def bitserial_emit(v: np.ndarray, theta: np.ndarray, k: int, bits: int):
-    """Emit bit k (0 = MSB) of K: θ_k = θ·2^(K−1−k); s = [v ≥ θ_k]; v -= θ_k·s. Returns (v, s)."""
+def bitserial_emit(v: np.ndarray, theta: np.ndarray, k: int, bits: int, half_even: bool = False):
+    """Emit bit k (0 = MSB) of K: θ_k = θ·2^(K−1−k); s = [v ≥ θ_k]; v -= θ_k·s. Returns (v, s).
+
+    ``half_even``: the last bit (k = K−1) is s = [v > θ]: v = θ there means an odd tie, whose even
+    neighbour is one below (proof in :mod:`evsnn.ir.snn`)."""
     tk = theta * float(2 ** (bits - 1 - k))
-    s = (v >= tk).astype(np.int8)
+    s = ((v > tk) if half_even and k == bits - 1 else (v >= tk)).astype(np.int8)
     return v - tk * s, s
 
 

@@ -6,6 +6,9 @@ the converted network itself (:func:`expected_levels`), a level-unit forward pas
 
     level_p = clip(floor(Σ_pre project(pre → p, level_pre) + D_p + φ_p), 0, cap_p)
 
+(a population with ``rounding="half_even"``: clip(rint(… + D_p + φ_p − ½), 0, cap_p), ties to even,
+the rule of ONNX QuantizeLinear, QONNX ROUND and QKeras, which its neurons realise)
+
 with the network's normalised weights (W·u_pre/u_post), the delivered drive total D_p of
 :mod:`evsnn.ir.drive` (the analog input's W·x + b in level units, computed as the ANN's quantizer
 scales z), φ_p = v0, cap_p = min(T_w, L_p) (casc) or L_p (bitserial), and max-pool gates = the
@@ -112,7 +115,10 @@ def expected_levels(net: S.Network, x, wake: int | None = None, seed: int = 0) -
         else:
             X = X + np.asarray(p.bias, dtype=np.float64) * n_on
         cap = p.levels if net.preset == "bitserial" else min(wake, p.levels)
-        levels[p.name] = np.clip(np.floor(X / p.threshold + p.v0), 0, cap)
+        if p.rounding == "half_even":  # ties to even, as the population's neurons resolve them
+            levels[p.name] = np.clip(np.rint(X / p.threshold + (p.v0 - 0.5)), 0, cap)
+        else:
+            levels[p.name] = np.clip(np.floor(X / p.threshold + p.v0), 0, cap)
     return levels
 
 

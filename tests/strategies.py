@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from evsnn.ir import ann as A
 
 
-def _quant(draw, name, inp, levels, phase, choices=None, scale=None):
+def _quant(draw, name, inp, levels, phase, choices=None, scale=None, rounding="floor"):
     e = draw(st.sampled_from([-4, -3, -2]))
     if choices is not None:  # each layer its own L
         levels = draw(st.sampled_from(choices))
     if scale is not None:
-        return A.QuantAct(name, (inp,), levels, scale, phase)
-    return A.QuantAct(name, (inp,), levels, float(levels * 2.0 ** e), phase)
+        return A.QuantAct(name, (inp,), levels, scale, phase, rounding)
+    return A.QuantAct(name, (inp,), levels, float(levels * 2.0 ** e), phase, rounding)
 
 
 def _f32(a):
@@ -34,7 +34,7 @@ def _f32(a):
 
 @st.composite
 def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpool=True, residual=True,
-           image=None, mixed_levels=False, real=False, tie_first=False):
+           image=None, mixed_levels=False, real=False, tie_first=False, roundings=("floor",)):
     """A valid AnnGraph of 1..max_depth quantized activations and a readout Dense layer.
 
     All activations share one phase and one L (drawn from ``levels``), or with
@@ -44,7 +44,9 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
     activation (equal scales keep average pools of levels and identity residual adds exact, so hidden
     layers see exact ties too). ``tie_first``: the first layer is an identity (1×1 conv or dense with
     weight 1, bias 0) into an activation, so :func:`tie_inputs` can put its pre-activations exactly on
-    level boundaries and round-half ties.
+    level boundaries and round-half ties. ``roundings``: the quantizers' tie rule, drawn once for the
+    graph ("floor", or "half_even" as ONNX QDQ, QONNX and QKeras; with dyadic numbers both see many
+    exact ties in every layer: average pools, residual adds and k/64 weights of levels).
     """
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     shared = None
@@ -52,6 +54,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
         shared = float(_f32(draw(st.floats(0.3, 4.0, allow_nan=False, allow_infinity=False))))
     L = draw(st.sampled_from(levels))
     phase = draw(st.sampled_from(phases))
+    rounding = draw(st.sampled_from(roundings))
     depth = draw(st.integers(1, max_depth))
     is_image = draw(st.booleans()) if image is None else image
 
@@ -88,7 +91,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
                                  (0, 0, 0, 0), 1))
             else:
                 cur = add(A.Dense(f"id{k}", (cur,), np.eye(n0), np.zeros(n0)))
-            cur = add(_quant(draw, f"act{k}", cur, L, phase, None, shared))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, None, shared, rounding))
             acts += 1
             continue
         if len(shape) == 3:
@@ -141,7 +144,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
                 h = (h + pads[0] + pads[2] - ks) // s + 1
                 wd = (wd + pads[1] + pads[3] - ks) // s + 1
                 c = co
-            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None, shared))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None, shared, rounding))
             acts += 1
             shape = (c, h, wd)
             if maxpool and min(h, wd) >= 2 and draw(st.integers(0, 3)) == 0:
@@ -151,7 +154,7 @@ def graphs(draw, levels=(1, 2, 4, 8, 16), phases=(0.0, 0.5), max_depth=6, maxpoo
             f = shape[0]
             fo = draw(st.integers(1, 12))
             cur = add(A.Dense(f"dense{k}", (cur,), w(fo, f, fan_in=f), b(fo)))
-            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None, shared))
+            cur = add(_quant(draw, f"act{k}", cur, L, phase, levels if mixed_levels else None, shared, rounding))
             shape = (fo,)
             acts += 1
     if len(shape) == 3:
@@ -176,7 +179,9 @@ def inputs(draw, graph: A.AnnGraph, max_samples: int = 3):
 def tie_inputs(draw, graph: A.AnnGraph, max_samples: int = 3):
     """(N, *input_shape) inputs exactly on the first activation's level boundaries and round-half ties:
     x = (k + h)·λ/L in float64 with k ∈ −1..L+1 and h ∈ {0, ½} drawn per element (for a graph drawn
-    with ``tie_first``, whose first pre-activation is x itself)."""
+    with ``tie_first``, whose first pre-activation is x itself). These are the ties of both roundings:
+    z·L/λ + φ an integer, for φ = 0 (h = 0) and φ = ½ (h = ½); a half-even quantizer's tie of an odd
+    k + h + φ − ½ rounds down, of an even one up."""
     q = next(n for n in graph.nodes if isinstance(n, A.QuantAct))
     n = draw(st.integers(1, max_samples))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))

@@ -128,8 +128,10 @@ def test_ident_scatter_maps_and_scales():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**31), st.sampled_from(["subtract", "zero"]), st.sampled_from([np.float32, np.float64]))
-def test_neuron_kernels_equal_models(seed, reset, dtype):
+@given(st.integers(0, 2**31), st.sampled_from(["subtract", "zero"]), st.sampled_from([np.float32, np.float64]),
+       st.booleans())
+def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
+    """Kernels == evsnn.models, floor and half-even rounding (values on a k/8 grid: many v = θ and v = 0)."""
     rng = np.random.default_rng(seed)
     n = 17
     theta = rng.integers(1, 5, n) / 2.0
@@ -149,21 +151,49 @@ def test_neuron_kernels_equal_models(seed, reset, dtype):
     cap = int(rng.integers(0, 5))
     vv, cc = v.astype(dtype), count.copy()
     ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, cap,
-                       ev_i, ev_s, 0)
-    wv, wc, ws = models.cif_step(v, count, cur, theta, cap)
+                       half_even, ev_i, ev_s, 0)
+    wv, wc, ws = models.cif_step(v, count, cur, theta, cap, half_even)
     np.testing.assert_array_equal(vv, wv)
     np.testing.assert_array_equal(cc, wc)
     assert list(ev_i[:ne]) == list(np.flatnonzero(ws))
     np.testing.assert_array_equal(ev_s[:ne], ws[ws != 0])
-    # bit-serial emit (no input this step)
-    K = 3
+    # can_fire_cif: a neuron can fire iff a step with no input would make it spike
+    v2 = (v + cur).astype(dtype)
+    _, _, s0 = models.cif_step(v + cur, count, np.zeros(n), theta, cap, half_even)
+    for i in range(n):
+        assert NR.can_fire_cif(v2, count, theta.astype(dtype), i, i + 1, cap, half_even) == (s0[i] != 0)
+    # bit-serial emit (no input this step); the last bit is where half-even differs
+    K = int(rng.integers(1, 4))
     k = int(rng.integers(0, K))
     vv = v.astype(dtype)
     ne = NR.update_bit(vv, np.zeros(n, np.int64), np.zeros(n), z.copy(), z, z, theta.astype(dtype), 0, n, False,
-                       k, K, ev_i, ev_s, 0)
-    wv, ws = models.bitserial_emit(v, theta, k, K)
+                       k, K, half_even, ev_i, ev_s, 0)
+    wv, ws = models.bitserial_emit(v, theta, k, K, half_even)
     np.testing.assert_array_equal(vv, wv)
     assert list(ev_i[:ne]) == list(np.flatnonzero(ws))
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 4, 7])
+def test_half_even_cif_and_bitserial_settle_on_the_even_level(L):
+    """One neuron, θ = 1, v0 = ½, total input X on every quarter in [−2, L + 2] (ties at X = k + ½):
+    the CIF rule (X at step 0, wake cap min(t+1, L), then sleep) and the bit-serial rule give clip(rint(X), 0, L); the
+    floor rules give clip(floor(X + ½), 0, L)."""
+    X = np.arange(-8, 4 * L + 9) / 4.0
+    for half_even in (False, True):
+        want = np.clip(np.rint(X) if half_even else np.floor(X + 0.5), 0, L)
+        v, count = np.full(len(X), 0.5), np.zeros(len(X), np.int64)
+        for t in range(4 * L + 8):
+            cur = X if t == 0 else np.zeros(len(X))  # all at step 0: exact for every L
+            v, count, _ = models.cif_step(v, count, cur, np.ones(len(X)), min(t + 1, L) if t < L else L,
+                                          half_even)
+        np.testing.assert_array_equal(count, want, err_msg=f"cif half_even={half_even}")
+        if (L + 1) & L == 0:  # bit-serial: L = 2^K − 1
+            K = (L + 1).bit_length() - 1
+            v, val = X + 0.5, np.zeros(len(X))
+            for k in range(K):
+                v, s = models.bitserial_emit(v, np.ones(len(X)), k, K, half_even)
+                val += s * 2.0 ** (K - 1 - k)
+            np.testing.assert_array_equal(val, want, err_msg=f"bitserial half_even={half_even}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

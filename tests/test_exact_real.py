@@ -7,9 +7,11 @@ level-unit pass over the converted network: exact where real arithmetic is) and 
 layer of tie-generating inputs).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from evsnn import engine
@@ -57,6 +59,39 @@ def test_ties_give_the_ann_level_with_default_arguments(preset, data):
         assert res.quiescent.all() or preset == "bitserial"  # bitserial has no sleep phase to settle in
     for name in ref.counts:
         np.testing.assert_array_equal(got.counts[name], ref.counts[name], err_msg=name)
+
+
+@pytest.mark.parametrize("preset", EXACT)
+@pytest.mark.parametrize("real", [False, True])
+@given(data=st.data())
+def test_half_even_ties_give_the_file_level_in_every_layer(preset, real, data):
+    """Half-even quantizers (ONNX QDQ, QONNX, QKeras) on tie inputs: in both executors with default
+    arguments every count is the half-even ANN level (graph and network oracle) in every layer, not the
+    floor(x + ½) one; engine == reference spike for spike. Dyadic graphs (``real=False``) put exact ties
+    in hidden layers too (k/64 weights of levels, average pools, residual adds); real ones on the first
+    layer and after average pools / adds of equal scales."""
+    levels = (1, 3, 7, 15) if preset == "bitserial" else (1, 2, 3, 4, 7, 15)
+    graph = data.draw(graphs(levels=levels, max_depth=4, real=real, tie_first=True, roundings=("half_even",)))
+    x = data.draw(tie_inputs(graph))
+    net = convert(graph, preset)
+    assert {p.rounding for p in net.populations if p.model != "maxpool"} == {"half_even"}
+    want = expected_levels(net, x)
+    graph_levels = ann_levels(graph, x)
+    for name, lv in (graph_levels if not real else {}).items():  # dyadic: every float sum is exact
+        np.testing.assert_array_equal(want[name], lv, err_msg=name)
+    first = next(n.name for n in graph.nodes if isinstance(n, A.QuantAct))
+    np.testing.assert_array_equal(want[first], graph_levels[first])
+    ref = ref_simulate(net, x, record=("counts", "raster"))
+    got = engine.simulate(net, x, record=("counts", "raster"), verify=True)
+    for res in (ref, got):
+        _assert_exact(net, res, want)
+    assert got.verify.percent_exact == 100.0
+    for name in ref.counts:
+        np.testing.assert_array_equal(got.raster[name], ref.raster[name], err_msg=name)
+    floor = dataclasses.replace  # the same graph read with floor(x + ½): differs exactly at the ties
+    fl_levels = ann_levels(A.AnnGraph([floor(n, rounding="floor") if isinstance(n, A.QuantAct) else n
+                                       for n in graph.nodes], graph.output), x)
+    event(f"{preset}: neurons where half-even ≠ floor: {'some' if any((fl_levels[k] != v).any() for k, v in graph_levels.items()) else 'none'}")
 
 
 @pytest.mark.parametrize("preset", EXACT)
@@ -142,16 +177,30 @@ def test_default_schedule_and_sleep_zero_check():
     assert convert(g, "if").schedule_defaults() == (15, 0)  # rate presets: T = L of a quantized model, no sleep
 
 
-@given(st.lists(st.floats(-300, 300, allow_nan=False), min_size=1, max_size=20), st.sampled_from([1, 3, 7, 255]),
-       st.sampled_from([0.0, 0.5]), st.integers(1, 300))
-def test_drive_grid_is_exact(ds, L, phase, T):
-    """Q·2^-F keeps floor(D + φ), and the T increments sum exactly to it in any prefix."""
-    d = np.array(ds + [k + h for k in (-1, 0, 2, L) for h in (0.0, 0.5)]
-                 + [1 / 7 * 7, 0.9999999999999998, 0.49999999999999994, 2.4999999999999996])
-    q, unit = DR.grid(d, L, phase)
+@pytest.mark.parametrize("rounding", ["floor", "half_even"])
+@pytest.mark.parametrize("phase", [0.0, 0.5])
+@given(ds=st.lists(st.floats(-300, 300, allow_nan=False), min_size=1, max_size=20),
+       L=st.sampled_from([1, 3, 7, 255]), T=st.integers(1, 300))
+def test_drive_grid_is_exact(ds, L, T, phase, rounding):
+    """Q·2^-F keeps floor(D + φ) (floor) or rint(D + φ − ½) and its ties (half_even), and the T increments
+    sum exactly to it in any prefix."""
+    # within 2^-F of a tie (half_even, φ = ½: k + ½; φ = 0: integers): grid-floored, they would become one
+    near = [k + h + e for k in (-1, 0, 1, 2, 7) for h in (0.0, 0.5)
+            for e in (2.0 ** -53, -2.0 ** -53, 2.0 ** -52, 2.0 ** -50, -2.0 ** -50)]
+    d = np.array(ds + [k + h for k in (-1, 0, 2, L) for h in (0.0, 0.5)] + near
+                 + [1 / 7 * 7, 0.9999999999999998, 0.49999999999999994, 2.4999999999999996, 1.5 + 2.0 ** -40])
+    q, unit = DR.grid(d, L, phase, rounding)
     tot = q * unit
-    np.testing.assert_array_equal(np.floor(tot + phase), np.floor(d + phase))  # the ANN's rounded floor
-    assert np.all(np.abs(tot - d) <= np.maximum(unit, np.spacing(np.abs(d) + 1)))
+    if rounding == "floor":
+        np.testing.assert_array_equal(np.floor(tot + phase), np.floor(d + phase))  # the ANN's rounded floor
+    else:
+        y = d + (phase - 0.5)  # what ops.quantize_levels rounds
+        g = tot + (phase - 0.5)  # what the neuron rounds (exact: on the grid)
+        np.testing.assert_array_equal(np.rint(g), np.rint(y))
+        tie = lambda a: a - np.floor(a) == 0.5  # noqa: E731
+        np.testing.assert_array_equal(tie(g), tie(y))  # no false ties, none lost
+        np.testing.assert_array_equal(np.floor(g), np.floor(y))
+    assert np.all(np.abs(tot - d) <= np.maximum(2 * unit, np.spacing(np.abs(d) + 1)))
     split = DR.grid_split(q, unit, T)
     acc = np.full(len(d), phase)
     for t in range(T):
@@ -211,6 +260,33 @@ def test_network_file_keeps_the_schedule_and_drive_and_reads_older_files(tmp_pat
     back = load_network(path)
     assert back.default_sleep is None and back.schedule_defaults() == (7, "auto")
     assert back.populations[0].drive_scale is None
+
+
+def test_network_file_keeps_the_rounding_and_older_files_read_as_floor(tmp_path):
+    import h5py
+    from evsnn.store import load_network, save_network
+    g = A.AnnGraph([A.Input("x", (), (1,)), A.Dense("d", ("x",), np.eye(1), np.zeros(1)),
+                    A.QuantAct("a", ("d",), 7, 7.0, 0.5, "half_even"),
+                    A.Dense("o", ("a",), np.eye(1), np.zeros(1))], "o")
+    x = np.arange(-2, 20)[:, None] / 2.0  # every tie k + ½ of L = 7, λ = 7
+    net = convert(g, "casc")
+    assert net.populations[0].rounding == "half_even"
+    path = tmp_path / "n.h5"
+    save_network(net, path)
+    back = load_network(path)
+    assert back.populations[0].rounding == "half_even"
+    want = np.clip(np.rint(x), 0, 7)
+    np.testing.assert_array_equal(engine.simulate(back, x).counts["a"], want)
+    with h5py.File(path, "r+") as f:  # a file written before rounding existed: floor(x + ½)
+        for k in f["populations"]:
+            del f["populations"][k].attrs["rounding"]
+    back = load_network(path)
+    assert back.populations[0].rounding == "floor"
+    np.testing.assert_array_equal(engine.simulate(back, x).counts["a"], np.clip(np.floor(x + 0.5), 0, 7))
+    with h5py.File(path, "r+") as f:
+        f["populations"][sorted(f["populations"])[0]].attrs["rounding"] = "half_up"
+    with pytest.raises(ConversionError, match="unknown rounding 'half_up'"):
+        load_network(path)
 
 
 # ---------------------------------------------------------------------------------------------- real models

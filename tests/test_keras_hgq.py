@@ -90,7 +90,7 @@ def check(graph, counts, preds, kpred, levels, report: str) -> None:
     frac = same / total
     print(f"{report}: {same}/{total} neurons = {100 * frac:.4f} %, predictions "
           f"{100 * (preds == kpred.argmax(1)).mean():.2f} %")
-    assert frac >= 0.9999
+    assert frac == 1.0  # every neuron, with the exact float64 default and no tie margin
     np.testing.assert_array_equal(preds, kpred.argmax(axis=1))
 
 
@@ -101,7 +101,7 @@ def test_graph_equals_hgq_outputs(name):
     np.testing.assert_allclose(out, kpred, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(out.argmax(1), kpred.argmax(1))
     assert graph.meta["quantizers"], "no quantizer became a QuantAct"
-    lv = ann_levels(graph, x)  # the oracle's levels (tie margin included) equal the tool's, every neuron
+    lv = ann_levels(graph, x)  # the oracle's levels equal the tool's, every neuron
     for key, info in graph.meta["quantizers"].items():
         got, want = node_levels(graph, info, lv, levels[key])
         np.testing.assert_array_equal(got, want, err_msg=key)
@@ -297,31 +297,17 @@ def test_cli_converts_hgq_model(tmp_path):
     assert (tmp_path / "net.h5").is_file()
 
 
-# ---------------------------------------------------------------- tie margin (frontends/keras/ties.py)
+# ---------------------------------------------------------------- no tie margin: the file's own quantizers
 
-def test_frac_bits():
-    from evsnn.frontends.keras.ties import frac_bits
-    assert frac_bits([0.5, 0.25, 3.0]) == 2
-    assert frac_bits([4.0, 0.0]) == 0
-    assert frac_bits([]) == 0
-    assert frac_bits([np.float32(0.1)]) == 27  # a float32 weight: 24-bit mantissa, 2^-4 ≤ 0.1 < 2^-3
-    assert frac_bits([2.0 ** -70]) is None  # beyond 60 bits
-
-
-def test_tie_margin_only_where_the_grid_is_proven(tmp_path):
-    from evsnn.frontends.keras.ties import TIE
-
+def test_quantizers_keep_the_files_phase():
+    """The graph holds HGQ2's quantizers as they are (TRN: φ = 0, RND: φ = ½), ties included: no margin is
+    added (the exact presets' float64 sums and exact drive need none; an input-fed quantizer with a margin
+    would round a value just below a boundary up, unlike the tool)."""
     graph, *_ = tool("hgq_digits")
-    assert {k: v["tie_margin"] for k, v in graph.meta["quantizers"].items()} == {
-        "conv1/iq": TIE, "conv2/iq": TIE, "logits/iq": TIE}  # input-fed, and 9-bit grids (≤ 16)
-    assert graph.node("conv2_iq").phase == 0.5 + TIE
-
-    def float_kernel(cfg):  # conv1 without a kernel quantizer: its float weights put conv2's input on no grid
-        layer_cfg(cfg, "conv1")["kq_conf"]["config"]["q_type"] = "dummy"
-    g = kfront.load(rewrite("hgq_digits", tmp_path, config=float_kernel))
-    assert g.meta["quantizers"]["conv2/iq"]["tie_margin"] == 0.0
-    assert g.node("conv2_iq").phase == 0.5
-    assert g.meta["quantizers"]["logits/iq"]["tie_margin"] == TIE
+    assert "tie_margin" not in {k for v in graph.meta["quantizers"].values() for k in v}
+    assert graph.node("conv2_iq").phase == 0.5
+    for info in graph.meta["quantizers"].values():
+        assert graph.node(info["node"]).phase in (0.0, 0.5)
 
 
 @pytest.mark.parametrize("q_type, rnd", [("kif", "TRN"), ("kbi", "RND"), ("kbi", "TRN")])

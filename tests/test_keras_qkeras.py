@@ -23,7 +23,6 @@ from evsnn.datasets import load_digits
 from evsnn.errors import ConversionError
 from evsnn.frontends import keras as kfront
 from evsnn.frontends.keras import qkeras as QK
-from evsnn.frontends.keras.ties import frac_bits
 from evsnn.reference.ann import ann_forward, ann_levels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
@@ -118,6 +117,12 @@ def test_quantized_bits_matches_numpy_source_and_sign_case():
         np.testing.assert_array_equal(got, want.astype(np.float64))
     sign = QK.quantized_bits(np.array([-0.3, 0.0, 2.0], np.float32), bits=1, integer=0, keep_negative=True)
     np.testing.assert_array_equal(sign, [-1.0, 1.0, 1.0])  # bits = keep_negative: sign, 0 → +1 (QKeras)
+
+
+def frac_bits(a) -> int:
+    """Fewest r with every entry of ``a`` a multiple of 2^−r."""
+    a = np.abs(np.asarray(a, dtype=np.float64)).ravel()
+    return next(r for r in range(61) if np.all(a * 2.0 ** r == np.floor(a * 2.0 ** r)))
 
 
 def edited(tmp_path: Path, edit) -> Path:
@@ -224,3 +229,22 @@ def test_auto_po2_kernel_model_loads_with_power_of_two_steps(tmp_path):
     steps = np.array([np.abs(r[r != 0]).min() for r in w])
     assert np.all(np.log2(steps) == np.round(np.log2(steps)))
     assert np.isfinite(ann_forward(graph, x)).all()
+
+
+@pytest.mark.parametrize("preset", ["casc", "bitserial"])
+def test_qkeras_casc_and_bitserial_counts_equal_half_even_levels(preset):
+    """QKeras' tf.round ties to even; the SNN's counts equal the half-even ANN levels on every neuron (100 %),
+    ties included, and differ from floor(x + ½) where the model has ties."""
+    from evsnn.engine import simulate
+    from evsnn.verify import expected_levels
+    graph = kfront.load(FIXTURES / "qkeras_digits.keras")
+    x, _ = load_digits("test")
+    net = convert(graph, preset)
+    assert {p.rounding for p in net.populations} == {"half_even"}
+    res = simulate(net, x)
+    lv = ann_levels(graph, x)
+    want = expected_levels(net, x)
+    for name in ("act1", "act2"):
+        np.testing.assert_array_equal(res.values[name], lv[name], err_msg=name)
+        np.testing.assert_array_equal(res.values[name], want[name], err_msg=name)
+    np.testing.assert_array_equal(res.predictions, ann_forward(graph, x).argmax(1))

@@ -24,6 +24,11 @@ W·λ_pre/λ_post. The readout has u = 1/T_w (casc), 1/L (bitserial) or 1 (rate
 presets): after an exact run it holds T_w × the ANN output; its input and bias
 are per-wake-step currents (bitserial: once, n = 1).
 
+Every population takes its quantizer's ``rounding`` (floor, or half-even ties as
+ONNX QuantizeLinear, QONNX ROUND and QKeras round): casc's CIF and bitserial
+neurons then realise the file's tie rule exactly (see :mod:`evsnn.ir.snn`);
+the rate presets' IF neurons ignore it, max-pool gates are "floor".
+
 A network carries its schedule: ``default_wake`` (casc L, bitserial
 K·(depth+1), rate presets 32) and ``default_sleep`` ("auto" for casc, 0
 otherwise), which the executors use when a call gives none.
@@ -181,17 +186,18 @@ def convert(graph: A.AnnGraph, preset: str = "casc", levels: int | None = None,
             unit[n.name] = scale[n.name] / lv if p.exact else scale[n.name]
             v0 = p.v0 if p.v0 is not None else float(getattr(n, "phase", 0.0))
             model, lv = p.model, (lv if p.exact else None)
+            rounding = getattr(n, "rounding", "floor")  # the quantizer's tie rule (IF neurons ignore it)
         elif isinstance(n, A.MaxPool):
             if n.inputs[0] not in scale or n.inputs[0] == inp.name:
                 raise ConversionError(f"node {n.name!r} (maxpool) must read an activation")
             src = next(pp for pp in pops if pp.name == n.inputs[0])
             scale[n.name], unit[n.name] = scale[src.name], unit[src.name]
-            v0, model, lv = 0.0, "maxpool", src.levels
+            v0, model, lv, rounding = 0.0, "maxpool", src.levels, "floor"
         else:
             continue
         size = int(np.prod(shapes[n.name]))
         pops.append(S.Population(n.name, tuple(shapes[n.name]), model, np.ones(size), np.zeros(size), v0, lv,
-                                 shift=p.shift, scale=scale[n.name]))
+                                 shift=p.shift, scale=scale[n.name], rounding=rounding))
     sources = set(scale)
     for pp in pops:
         if pp.name in (S.INPUT, "readout"):

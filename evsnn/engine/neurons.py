@@ -70,19 +70,21 @@ def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, 
 
 
 @njit(cache=True, inline="always")
-def cif_sign(vi, th, c, cap):
-    """s = clip(floor(v/θ), −1, 1), −1 only if S > 0, +1 only if S < cap."""
+def cif_sign(vi, th, c, cap, half_even):
+    """s = clip(floor(v/θ), −1, 1), −1 only if S > 0, +1 only if S < cap; ``half_even``: at q = 1 or
+    q = 0 (exact ties) only when S is odd (models.cif_step)."""
     q = vi / th  # floor(q) ≥ 1 ⟺ q ≥ 1 and floor(q) ≤ −1 ⟺ q < 0 (−0.0 and NaN give 0 either way)
-    if q >= 1:
+    odd = half_even and (c & 1) == 1
+    if q > 1 or (q == 1 and (odd or not half_even)):
         return 1 if c < cap else 0
-    if q < 0:
+    if q < 0 or (q == 0 and odd):
         return -1 if c > 0 else 0
     return 0
 
 
 @njit(cache=True)
-def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, ev_idx, ev_sig, n_ev):
-    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L)."""
+def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
+    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign)."""
     # three passes, same result per neuron as the one-pass rule: integration (vectorises), a branch-free
     # candidate scan (q = v/θ as in cif_sign), then the spikes
     if on:
@@ -99,7 +101,10 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, ev_idx, ev_s
         q = v[i] / theta[i]
         c = cnt[i]
         ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
-        fire = ((q >= 1) & (c < cap)) | ((q < 0) & (c > 0))
+        odd = half_even & ((c & 1) == 1)
+        up = (q > 1) | ((q == 1) & (odd | (not half_even)))  # floor: q ≥ 1
+        down = (q < 0) | ((q == 0) & odd)  # floor: q < 0
+        fire = (up & (c < cap)) | (down & (c > 0))
         n_ev += 1 if fire else 0
     for e in range(n0, n_ev):
         i = ev_idx[e]
@@ -122,24 +127,26 @@ def can_fire_if(v, theta, lo, hi):
 
 
 @njit(cache=True)
-def can_fire_cif(v, cnt, theta, lo, hi, cap):
+def can_fire_cif(v, cnt, theta, lo, hi, cap, half_even):
     for i in range(lo, hi):
-        if cif_sign(v[i], theta[i], cnt[i], cap) != 0:
+        if cif_sign(v[i], theta[i], cnt[i], cap, half_even) != 0:
             return True
     return False
 
 
 @njit(cache=True)
-def update_bit(v, cnt, val, acc, inp, bias, theta, lo, hi, on, k, bits, ev_idx, ev_sig, n_ev):
-    """Bit-serial: v += I every step; in emit step k (0 ≤ k < K) θ_k = θ·2^(K−1−k), s = [v ≥ θ_k], v -= θ_k·s."""
+def update_bit(v, cnt, val, acc, inp, bias, theta, lo, hi, on, k, bits, half_even, ev_idx, ev_sig, n_ev):
+    """Bit-serial: v += I every step; in emit step k (0 ≤ k < K) θ_k = θ·2^(K−1−k), s = [v ≥ θ_k], v -= θ_k·s;
+    ``half_even``: the last bit is s = [v > θ] (models.bitserial_emit)."""
     emit = 0 <= k < bits
     wk = float(2 ** (bits - 1 - k)) if emit else 0.0
+    strict = half_even and k == bits - 1
     for i in range(lo, hi):
         cur = _current(acc, inp, bias, i, on)
         vi = v[i] + cur
         if emit:
             tk = theta[i] * wk
-            if vi >= tk:
+            if vi > tk or (vi == tk and not strict):
                 vi = vi - tk
                 cnt[i] += 1
                 val[i] += wk

@@ -35,8 +35,8 @@ from evsnn.ir import snn as S
 
 # population table columns
 PI_SIZE, PI_OFF, PI_MODEL, PI_RESET, PI_SHIFT, PI_LEVELS, PI_SLOT, PI_NBLK, PI_BS, PI_BOFF, \
-    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1, PI_DRIVE, PI_DOFF = range(19)
-NPI = 19
+    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1, PI_DRIVE, PI_DOFF, PI_HALF_EVEN = range(20)
+NPI = 20  # PI_HALF_EVEN: 1 for a population whose ties round to even (Population.rounding)
 # PI_DRIVE: how the population gets its constant current (evsnn.ir.drive)
 D_NONE, D_STATIC, D_INPUT = range(3)  # per-step bias (+ input); a drive fixed by the network; one fed by x
 M_IF, M_CIF, M_BIT, M_MAX, M_READOUT = range(5)
@@ -139,6 +139,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             pi[i, PI_MODEL] = MODEL_CODES[p.model]
             pi[i, PI_RESET] = 1 if p.reset == "zero" else 0
             pi[i, PI_SHIFT] = int(bool(p.shift))
+            pi[i, PI_HALF_EVEN] = int(p.rounding == "half_even")
             pi[i, PI_LEVELS] = p.levels if p.levels is not None else (1 << 62)
             v0[i] = p.v0
             pi[i, PI_TRACK] = 1
@@ -169,7 +170,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             ndyn += p.size
         else:
             pi[i, PI_DRIVE] = D_STATIC
-            q, u = DR.grid(DR.drive_total(net, p, None), p.levels, p.v0)
+            q, u = DR.grid(DR.drive_total(net, p, None), p.levels, p.v0, p.rounding)
             sq[o:o + p.size], su[o:o + p.size] = q[perms[i]], u[perms[i]]
     theta = np.ones(off, dtype=dtype)
     bias = np.zeros(off, dtype=dtype)
@@ -299,6 +300,6 @@ def input_drive_grid(net: S.Network, pk: Packed, x: np.ndarray) -> tuple[np.ndar
     for i, p in enumerate(net.populations):
         if pk.pi[i, PI_DRIVE] == D_INPUT:
             o = pk.pi[i, PI_DOFF]
-            qi, ui = DR.grid(DR.drive_total(net, p, x), p.levels, p.v0)
+            qi, ui = DR.grid(DR.drive_total(net, p, x), p.levels, p.v0, p.rounding)
             q[:, o:o + p.size], u[:, o:o + p.size] = qi[:, pk.perms[i]], ui[:, pk.perms[i]]
     return q, u

@@ -25,7 +25,7 @@ from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
     J_A, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST, K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_CIF,
-    M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_DOFF, PI_DRIVE, PI_GATE, PI_LEVELS, PI_MODEL,
+    M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_DOFF, PI_DRIVE, PI_GATE, PI_HALF_EVEN, PI_LEVELS, PI_MODEL,
     PI_NBLK, PI_OFF, PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT, PI_TRACK,
 )
 
@@ -132,6 +132,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     # (or, when most of them are listed, all of them in one pass)
     sparse = (sleep and t > wake and full[r, p] == 0) or (model == M_MAX and t > 0 and 2 * nl < nb)
     levels = pi[p, PI_LEVELS]
+    he = pi[p, PI_HALF_EVEN] == 1
     cap = min(min(t + 1, wake), levels)
     ncap_next = min(wake, levels)  # cap in every later sleep step
     n_ev = 0
@@ -154,7 +155,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
             n_ev = NR.update_bit_gate(cv, vp, cp, valp, th, v0[p], k, bits, kh, kw, C, H, W, Wo, sh, sw, pt, pl,
                                       nb, ei, es, 0)
         else:
-            n_ev = NR.update_bit(vp, cp, valp, accp, inpp, bi, th, 0, size, on, k, bits, ei, es, 0)
+            n_ev = NR.update_bit(vp, cp, valp, accp, inpp, bi, th, 0, size, on, k, bits, he, ei, es, 0)
         return n_ev
     nc = 0
     if sparse:
@@ -166,8 +167,9 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
                 n_ev, still = NR.update_gate(cv, cp, valp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl,
                                              ei, es, n_ev)
             elif model == M_CIF:
-                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, cap, ei, es, n_ev)
-                still = NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next)
+                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, cap, he, ei, es,
+                                     n_ev)
+                still = NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he)
             else:
                 n_ev = NR.update_if(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, False, shift_den,
                                     pi[p, PI_RESET] == 1, ei, es, n_ev)
@@ -187,10 +189,10 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
                     carry[nc] = b
                     nc += 1
         elif model == M_CIF:
-            n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, ei, es, 0)
+            n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0)
             if sleep:
                 for b in range(nb):
-                    if NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next):
+                    if NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he):
                         carry[nc] = b
                         nc += 1
         else:

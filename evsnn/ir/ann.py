@@ -14,8 +14,8 @@ Activation semantics (z is the pre-activation, a the output):
   With ``rounding="half_even"`` the level is clip(rint(z·L/λ + φ − ½), 0, L)
   (ties to even, as ONNX ``QuantizeLinear`` and QONNX ``ROUND``); it differs
   from the floor form with the same φ only where z·L/λ + φ is an integer.
-  The SNN presets realise the floor form (v0 = φ·θ), so on such exact ties
-  a half-even quantizer's spike count can be one above the file's level.
+  casc and bitserial realise either rule exactly (``Population.rounding``, see
+  :mod:`evsnn.ir.snn`); the rate presets ignore it.
 - ``ClipAct(λ)``: a = clip(z, 0, λ) (threshold ReLU, Deng & Gu).
 - ``Relu``: a = max(z, 0); needs calibration to get λ before conversion.
 """

@@ -24,14 +24,27 @@ and casc wake step t (0 ≤ t < T) receives
 computed from Q = q·T + r (so nothing overflows). Every partial sum is a
 multiple of 2^-F below 2^52·2^-F, hence exact in float64, and so is the
 membrane of a neuron driven only by its drive (v0 = φ and the integer spike
-count are on the grid too). The grid is taken of fl(D + φ) (the value the
-ANN floors, rounding included): the delivered total Q·2^-F satisfies
-floor(Q·2^-F + φ) = floor(fl(D + φ)) for φ ∈ {0, ½} (φ·2^F is an integer), so
-the first layer's level is exactly the ANN's. F is chosen per neuron as large as
-the bound allows (F = 52 − bitlength(⌈|D|⌉ + L + 2), at least 1), so for hidden
+count are on the grid too). The grid is taken of the value the ANN rounds,
+rounding included (φ ∈ {0, ½}, so φ·2^F is an integer):
+
+- ``rounding="floor"``: y = fl(D + φ); the delivered total Q·2^-F satisfies
+  Q·2^-F + φ = ⌊y⌋_F (y floored on the grid), so floor(Q·2^-F + φ) = floor(y);
+- ``rounding="half_even"``: the ANN computes rint(y) with y = fl(D + (φ − ½))
+  (:func:`evsnn.ir.ops.quantize_levels`; y = D for φ = ½), so the grid is taken
+  of that y: Q·2^-F + φ − ½ = G with G = ⌊y⌋_F, plus one unit 2^-F where G is
+  a half-integer and y is not. Then G is a half-integer ⇔ y is (an exact tie of
+  the ANN ⇔ the neuron sees X + φ an exact integer, the tie its rule resolves to
+  even), floor(G) = floor(y) (F ≥ 2: one unit above k + ½ stays below k + 1),
+  and G lies on the same side of k + ½ as y, so rint(G) = rint(y). Taking the
+  grid of fl(D + φ) instead would not do: D = ½ + 2^-53 rounds to fl(D + ½) = 1,
+  a false tie (the ANN's rint(D) is 1, the tie rule would give 0).
+
+So the first layer's level is exactly the ANN's. F is chosen per neuron as large as
+the bound allows (F = 52 − bitlength(⌈|D|⌉ + L + 2), at least 2), so for hidden
 neurons the grid moves D by less than 2^-F ≈ |D|·2^-52: float64 accuracy.
-|D| is clamped to 2^50 first (a neuron driven that hard saturates at 0 or L
-unless its spike input is as large, which no converted model comes near).
+|D| is clamped to 2^49 first (a neuron driven that hard saturates at 0 or L
+unless its spike input is as large, which no converted model comes near; the
+clamp keeps F ≥ 2 for any L < 2^48).
 bitserial takes its whole drive at step 0: the same grid with T = 1.
 
 Work counted: the executors compute W·x once per sample, but ``input_macs``
@@ -49,7 +62,7 @@ import scipy.sparse as sp
 from evsnn.ir import ops
 from evsnn.ir import snn as S
 
-CLAMP = 2.0 ** 50
+CLAMP = 2.0 ** 49
 
 
 def dense_matrix(pr: S.DenseProjection) -> sp.csr_matrix:
@@ -108,19 +121,26 @@ def drive_total(net: S.Network, pop: S.Population, x: np.ndarray | None) -> np.n
     return (z + bias) * pop.drive_scale
 
 
-def grid(d: np.ndarray, levels: int, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def grid(d: np.ndarray, levels: int, phase: float = 0.0, rounding: str = "floor") -> tuple[np.ndarray, np.ndarray]:
     """(Q int64, unit = 2^-F float64) of drive totals ``d`` (any shape) for a population of ``levels``
-    whose neurons start at v0 = ``phase`` (0 or ½).
+    whose neurons start at v0 = ``phase`` (0 or ½) and round ties as ``rounding`` (see the module docstring).
 
-    The ANN floors fl(D + φ), which rounds (0.49999999999999994 + ½ = 1.0 in float64), so the grid
-    is taken of y = fl(D + φ): Q = floor(y·2^F) − φ·2^F, and floor(Q·2^-F + φ) = floor(y), the
-    ANN's level whenever D is its scaled pre-activation.
+    "floor": the ANN floors fl(D + φ), which rounds (0.49999999999999994 + ½ = 1.0 in float64), so the
+    grid is taken of y = fl(D + φ): Q = floor(y·2^F) − φ·2^F, and floor(Q·2^-F + φ) = floor(y), the
+    ANN's level whenever D is its scaled pre-activation. "half_even": the ANN takes rint(y) of
+    y = fl(D + (φ − ½)); Q = floor(y·2^F) (+1 where that lands on a half-integer y is not) − (φ − ½)·2^F.
     """
     d = np.clip(np.asarray(d, dtype=np.float64), -CLAMP, CLAMP)
     mag = np.ceil(np.abs(d)) + float(levels) + 2.0  # an integer below 2^51: exact
-    f = np.maximum(52 - np.frexp(mag)[1], 1)
-    q = np.floor(np.ldexp(d + phase, f)).astype(np.int64) - np.ldexp(phase, f).astype(np.int64)
-    return q, np.ldexp(1.0, -f)
+    f = np.maximum(52 - np.frexp(mag)[1], 2)
+    off = phase - 0.5 if rounding == "half_even" else phase  # 0, ½ or −½: off·2^F is an integer
+    y = np.ldexp(d + off, f)  # exact: a power-of-two scaling
+    q = np.floor(y).astype(np.int64)
+    if rounding == "half_even":
+        one = np.ones_like(q)
+        false_tie = (q & ((one << f) - 1)) == (one << (f - 1))  # q·2^-F = k + ½ ...
+        q = q + (false_tie & (y != q)).astype(np.int64)  # ... but y is not: one unit up, same side of k + ½
+    return q - np.ldexp(off, f).astype(np.int64), np.ldexp(1.0, -f)
 
 
 def grid_split(q: np.ndarray, unit: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,6 +168,6 @@ def delivered_totals(net: S.Network, x: np.ndarray | None) -> dict[str, np.ndarr
     out = {}
     for p in net.populations:
         if has_drive(p):
-            q, unit = grid(drive_total(net, p, x), p.levels, p.v0)
+            q, unit = grid(drive_total(net, p, x), p.levels, p.v0, p.rounding)
             out[p.name] = q.astype(np.float64) * unit
     return out

@@ -22,6 +22,37 @@ t_w = wake steps so far (the current one included, T_w during sleep):
 
 Every population starts with v = v0·θ.
 
+Rounding (``Population.rounding``, from the source ``QuantAct``): "floor"
+realises the level clip(floor(X + φ), 0, L) of a neuron whose total input is X
+(level units, θ = 1, v0 = φ). "half_even" realises clip(rint(X + φ − ½), 0, L),
+ties to even (ONNX QuantizeLinear, QONNX ROUND, QKeras); it changes the rules
+only at equality, where X + φ is an exact integer:
+
+- ``"cif"``: with q = v/θ, s = +1 iff (q > 1, or q = 1 and S is odd) and
+  S < min(t_w, L); s = −1 iff S > 0 and (q < 0, or q = 0 and S is odd).
+  Proof (θ = 1, so v = X + φ − S at any time after the input has arrived):
+  the floor rule's quiet states are v ∈ [0, 1). q = 1 means X + φ − ½ = S + ½,
+  a tie between S and S + 1: move up only if S + 1 is even (S odd). q = 0
+  means X + φ − ½ = S − ½, a tie between S − 1 and S: move down only if S − 1
+  is even (S odd). Each spike moves v by 1 towards [0, 1], so the run ends;
+  a neuron can no longer fire iff v ∈ (0, 1), or v ∈ {0, 1} with S even, or
+  it is held by a clip end: S = 0 with v < 0 (X + φ − ½ < −½: rint ≤ −1, clip
+  0; v = 0 at S = 0 is the tie −½ → 0 anyway), or S = cap = min(T_w, L) with
+  v > 1 or v = 1 (X + φ − ½ ≥ cap + ½: rint ≥ cap, clip cap). These cases
+  partition the values of X + φ − ½, so the final count is the unique
+  S = clip(rint(X + φ − ½), 0, cap). The wake-phase cap min(t_w, L) only
+  delays spikes; after the wake phase the cap is fixed and the argument holds.
+- ``"bitserial"``: bits k < K − 1 unchanged (s = [v ≥ θ_k]); the last bit
+  (θ_{K−1} = θ) is s = [v > θ]. The earlier bits are the binary digits of
+  2·⌊n/2⌋ for n = floor(X + φ) in range, so the last bit sees v = X + φ − 2·⌊n/2⌋
+  ∈ [0, 2), and v = 1 ⇔ X + φ is an odd integer n, a tie whose even neighbour
+  is n − 1: the bit stays 0. Clip ends: below 0 no bit fires (0); at
+  L = 2^K − 1 (odd) the tie X + φ = L gives L − 1 (the earlier bits fire, v = 1
+  stays); at X + φ = L + 1 = 2^K (tie to L + 1, clipped to L) every earlier bit
+  fires and the last sees v = 2 > 1, so L; above, v > 1 again: L.
+- ``"if"`` (rate presets) and ``"maxpool"`` gates ignore it (a gate's input
+  counts are integers: no ties).
+
 Constant currents (see :mod:`evsnn.ir.drive`): a population with ``drive_scale``
 set (the exact presets) receives its *drive* D = (Σ analog input projections(x)
 + ``bias``)·``drive_scale`` in level units, in total over the wake phase (casc:
@@ -44,6 +75,7 @@ from evsnn.errors import ConversionError
 Shape = tuple[int, ...]
 INPUT = "input"
 MODELS = ("if", "cif", "bitserial", "maxpool")
+ROUNDINGS = ("floor", "half_even")
 EXACT_PRESETS = ("casc", "bitserial")  # presets whose counts equal the quantized ANN (float64 by default)
 
 
@@ -62,6 +94,7 @@ class Population:
     shift: bool = False
     scale: float = 1.0  # ANN value of one spike × L (the source activation's λ); informational
     drive_scale: float | None = None  # L/λ: level units per ANN unit of the drive (None: per-step bias)
+    rounding: str = "floor"  # the source quantizer's tie rule: "floor" or "half_even" (cif, bitserial; see above)
 
     @property
     def size(self) -> int:
@@ -199,6 +232,8 @@ class Network:
                 raise ConversionError(f"duplicate population name {p.name!r}")
             if p.model not in MODELS:
                 raise ConversionError(f"population {p.name!r}: unknown model {p.model!r}; known: {MODELS}")
+            if p.rounding not in ROUNDINGS:
+                raise ConversionError(f"population {p.name!r}: unknown rounding {p.rounding!r}; known: {ROUNDINGS}")
             order[p.name] = i
         order[self.readout.name] = len(self.populations)
         sizes = {p.name: p.shape for p in self.populations}

@@ -63,14 +63,15 @@ def _step_population(pop, st, current, t, plan, net, slot, gate_pr):
         st.v, s = models.if_step(st.v, current, pop.threshold, pop.reset)
     else:  # cif
         cap = min(t + 1, plan.wake) if pop.levels is None else min(t + 1, plan.wake, pop.levels)
-        st.v, st.count, s = models.cif_step(st.v, st.count, current, pop.threshold, cap)
+        st.v, st.count, s = models.cif_step(st.v, st.count, current, pop.threshold, cap,
+                                            pop.rounding == "half_even")
         return s, s.astype(np.float64)
     st.count += s
     return s, s.astype(np.float64)
 
 
 def _emit(pop, st, k, net):
-    st.v, s = models.bitserial_emit(st.v, pop.threshold, k, net.bits)
+    st.v, s = models.bitserial_emit(st.v, pop.threshold, k, net.bits, pop.rounding == "half_even")
     st.count += s
     return s, s * float(2 ** (net.bits - 1 - k))
 
@@ -93,7 +94,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str | None
     drives = {}  # population → grid split of its drive (see evsnn.ir.drive)
     for p in net.populations:
         if DR.has_drive(p):
-            q, unit = DR.grid(DR.drive_total(net, p, xin), p.levels, p.v0)
+            q, unit = DR.grid(DR.drive_total(net, p, xin), p.levels, p.v0, p.rounding)
             drives[p.name] = DR.grid_split(q, unit, dsteps)
     rate = input_spikes(net, x, plan)  # None for analog input
     bitserial = net.preset == "bitserial"

@@ -5,8 +5,10 @@ for the formats), :mod:`.graph` (specs → graph, folding), :mod:`.layers`
 (Keras' own layers), and the quantization-aware-training libraries, read from
 their config and weights alone (the library is never imported):
 :mod:`.hgq` (HGQ2) and :mod:`.qkeras` (QKeras configs), with :mod:`.fixed_point`
-(fixed-point quantizer math), :mod:`.qat` (placing activation quantizers) and
-:mod:`.ties` (the tie margin of fixed-point quantizers).
+(fixed-point quantizer math) and :mod:`.qat` (placing activation quantizers).
+Quantizers keep the tool's exact semantics, ties included: the exact presets
+compute in float64 with an exact drive (:mod:`evsnn.ir.drive`), so fixed-point
+sums are exact and need no margin.
 """
 
 from evsnn.frontends.keras.reader import SUPPORTED, can_open, load, model_specs

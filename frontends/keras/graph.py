@@ -9,7 +9,7 @@ import numpy as np
 
 from evsnn.frontends.keras import hgq
 from evsnn.frontends.keras import layers as KL
-from evsnn.frontends.keras import qkeras, ties
+from evsnn.frontends.keras import qkeras
 from evsnn.ir import ann as A
 
 SUPPORTED = (KL.SUPPORTED + tuple(f"{c} (HGQ2)" for c in sorted(hgq.CONVERTERS))
@@ -194,7 +194,6 @@ def build_graph(specs: list[KL.LayerSpec], inp: str, out: str, name: str, meta: 
     _drop_unread(b, layers, output)
     while (step := _fold_step(b, layers, output)) is not None:
         output = step
-    ties.settle(b.nodes, b.quantizers)
     hwc = {k: list(t.hwc) for k, t in tensors.items() if t.hwc is not None and k in layers}
     tensors: dict[str, str] = {}
     for lname, node in layers.items():  # topological order: the producing layer comes first

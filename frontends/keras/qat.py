@@ -16,8 +16,6 @@ and its :class:`~.fixed_point.ActQuant`:
   for the reading layer to fold into its kernel (:func:`kernel_rows`), or is
   emitted as an affine after the node (:func:`apply_post`).
 
-The tie margin of fixed-point quantizers is added later, by :mod:`.ties`.
-
 The node is named ``<layer>_<what>`` (e.g. ``conv2_iq``) and recorded in
 ``Builder.quantizers["<layer>/<what>"]`` as {"node": the QuantAct, "output": the node
 holding the quantizer's value in Keras' shape (a rebuilt MaxPool/Flatten, or the

@@ -29,7 +29,7 @@ the Keras layer that produces its value, as other frontends) and ``flatten_hwc``
 (layer → (H, W, C) for vectors held in NCHW-flattened order; see
 :func:`layers.keras_order`) and ``quantizers`` ("<layer>/<quantizer>" of a QAT
 layer → {"node": its QuantAct, "output": the node holding its value in Keras'
-shape, "hwc", "tie_margin"}; see :mod:`.qat` and :mod:`.ties`).
+shape, "hwc"}; see :mod:`.qat`).
 """
 
 from __future__ import annotations

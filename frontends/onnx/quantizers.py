@@ -19,10 +19,8 @@ which :func:`~.chain.plan_chain` rewrites into ``QuantAct(L, λ = s·L, φ)``
 with L the integer range actually reachable after the ReLU or clip in front
 of it (uint8 zp 0 → L = 255; Brevitas ``Clip(0, 7)`` → L = 7; int8 zp 0
 after a ReLU → L = 127). Round-half-even becomes ``rounding="half_even"``
-(φ = ½): the ANN oracle reproduces the file's ties exactly; casc and
-bitserial realise floor(x + ½), which is one level higher only where
-x / s is exactly k + ½ with k even (measure zero for real-valued scales;
-the exactness tests count such neurons).
+(φ = ½): the ANN oracle reproduces the file's ties exactly, and so do casc
+and bitserial (their populations take the quantizer's rounding).
 
 Constant tensors (weights, biases) are folded with :func:`quantize_linear`
 and :func:`dequantize_linear` in float32 exactly as onnxruntime computes them
