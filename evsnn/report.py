@@ -157,6 +157,15 @@ def _figure(w, h):
     return fig
 
 
+def save_figure(fig, path: str) -> None:
+    """Write a PNG atomically (temporary file renamed at the end): a failed write (disk full)
+    leaves nothing under ``path``, never a 0-byte or truncated image."""
+    from evsnn.store.files import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def plot_accuracy(summaries: list[dict], path: str) -> str | None:
     """accuracy (%) vs time step, one line per summary; None when no summary has labels.
 
@@ -180,7 +189,7 @@ def plot_accuracy(summaries: list[dict], path: str) -> str | None:
     ax.legend(fontsize=8)
     ax.set_title("accuracy vs time step")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -197,7 +206,7 @@ def plot_spikes(summaries: list[dict], path: str) -> str:
         ax.legend(fontsize=7)
     ax.set_xlabel("time step")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -222,7 +231,7 @@ def plot_energy(summaries: list[dict], path: str, profile: str | None = None) ->
         ax.set_xlabel("pJ per sample")
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

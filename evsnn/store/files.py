@@ -7,6 +7,7 @@ import os
 import tempfile
 
 import h5py
+import numpy as np
 
 from evsnn.errors import FormatError
 from evsnn.paths import check_writable, existing_file
@@ -49,27 +50,67 @@ def open_h5(path: str | os.PathLike, fmt: str, versions: tuple[int, ...]) -> h5p
     path = existing_file(path)
     try:
         f = h5py.File(path, "r")
-    except OSError:
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError):
         raise FormatError(f"{path} is not an HDF5 file (or it is corrupt)") from None
-    found = f.attrs.get("format")
-    if isinstance(found, bytes):
-        found = found.decode()
-    if found != fmt:
+    try:
+        found = f.attrs.get("format")
+        found = found.decode(errors="replace") if isinstance(found, bytes) else found
+        if not isinstance(found, str) or found != fmt:
+            raise FormatError(f"{path} is not an {fmt} file (format attribute: {found!r:.60})")
+        version = f.attrs.get("format_version", -1)
+        if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)):
+            raise FormatError(f"{path}: format_version must be an integer, got {version!r:.40}")
+        if int(version) not in versions:
+            raise FormatError(f"{path} has {fmt} format_version {int(version)}; this evsnn reads versions "
+                              f"{', '.join(map(str, versions))} (upgrade evsnn to read newer files)")
+    except FormatError:
         f.close()
-        raise FormatError(f"{path} is not an {fmt} file (format attribute: {found!r})")
-    version = int(f.attrs.get("format_version", -1))
-    if version not in versions:
+        raise
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:
         f.close()
-        raise FormatError(f"{path} has {fmt} format_version {version}; this evsnn reads versions "
-                          f"{', '.join(map(str, versions))} (upgrade evsnn to read newer files)")
+        raise FormatError(f"{path}: damaged HDF5 file ({type(e).__name__})") from None
     return f
 
 
 def file_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` attribute of an HDF5 file, or None if it is not HDF5 or has none."""
+    """The ``format`` attribute of an HDF5 file, or None if it is not HDF5 or has none (or it is not text)."""
     try:
         with h5py.File(os.fspath(path), "r") as f:
             v = f.attrs.get("format")
-    except OSError:
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError):
         return None
-    return v.decode() if isinstance(v, bytes) else v
+    if isinstance(v, bytes):
+        v = v.decode(errors="replace")
+    return v if isinstance(v, str) else None
+
+
+def lock_exclusive(path: str | os.PathLike, what: str = "output") -> int:
+    """Open (creating it empty if missing) and lock ``path`` exclusively; return the descriptor.
+
+    A second writer fails at once with one FormatError line instead of deleting or renaming the
+    first one's file. The lock is the kernel's (``flock``): it ends with the descriptor, so a
+    killed run leaves no stale lock. If the file was renamed or removed between opening and
+    locking (the first writer finishing), the new file under ``path`` is locked instead.
+    """
+    import fcntl
+
+    path = os.fspath(path)
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FormatError(f"another evsnn run is writing {what} (its unfinished file {path} is locked); "
+                              "wait for it or choose another -o") from None
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise FormatError(f"cannot lock {path}: it keeps being replaced")

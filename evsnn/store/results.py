@@ -52,7 +52,9 @@ import h5py
 import numpy as np
 
 from evsnn.errors import FormatError
-from evsnn.store.files import check_writable, open_h5
+from evsnn.store.files import check_writable, lock_exclusive, open_h5
+from evsnn.validate.hdf5 import check_tree
+from evsnn.validate.results import check_results
 
 FORMAT = "evsnn-results"
 PARTIAL_FORMAT = "evsnn-results-partial"
@@ -153,10 +155,16 @@ class ResultsWriter:
         self.layout = layout
         self.config = {k: ("" if v is None else v) for k, v in config.items()}
         self.resumed = self.done = False
-        if resume and os.path.exists(self.partial):
-            self._reopen(ignore)
-        else:
-            self._create()
+        self.f = None
+        self._lock = lock_exclusive(self.partial, self.path)  # a second writer to the same -o fails here
+        try:
+            if resume and os.fstat(self._lock).st_size > 0:
+                self._reopen(ignore)
+            else:
+                self._create()
+        except BaseException:
+            self.close()
+            raise
         nl = len(layout.layers)
         if self.done:
             self._ev_off = np.zeros(nl, dtype=np.int64)
@@ -167,9 +175,9 @@ class ResultsWriter:
     # -- opening
     def _create(self) -> None:
         lo = self.layout
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.partial)
-        f = self.f = h5py.File(self.partial, "w")
+        # truncate the locked file in place (removing it would drop the lock); HDF5's own
+        # file locking is off since our flock on this inode already excludes other writers
+        f = self.f = h5py.File(self.partial, "w", locking=False)
         f.attrs["format"] = PARTIAL_FORMAT
         f.attrs["format_version"] = VERSION
         f.attrs["batches_done"] = 0
@@ -217,10 +225,15 @@ class ResultsWriter:
 
     def _reopen(self, ignore) -> None:
         try:
-            f = h5py.File(self.partial, "r+")
-        except OSError:
+            f = h5py.File(self.partial, "r+", locking=False)
+        except (OSError, RuntimeError, ValueError):
             raise FormatError(f"{self.partial}: the unfinished run's file is damaged; run again without --resume")
         self.f = f
+        try:
+            check_tree(f, self.partial, check_sizes=False)
+        except FormatError:
+            f.close()
+            raise
         fmt = _plain(f.attrs.get("format"))
         complete = fmt == FORMAT and int(f.attrs.get("format_version", -1)) == VERSION
         if not complete and (fmt != PARTIAL_FORMAT or int(f.attrs.get("format_version", -1)) != VERSION
@@ -390,9 +403,14 @@ class ResultsWriter:
         return self.path
 
     def close(self) -> None:
-        """Close the partial file (kept for ``resume``)."""
+        """Close the partial file (kept for ``resume``) and release its lock."""
         with contextlib.suppress(Exception):
-            self.f.close()
+            if self.f is not None:
+                self.f.close()
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock)
 
 
 def accuracy_curve(f: h5py.File, chunk_rows: int | None = None) -> np.ndarray:
@@ -409,8 +427,19 @@ def accuracy_curve(f: h5py.File, chunk_rows: int | None = None) -> np.ndarray:
 
 
 def open_results(path: str | os.PathLike) -> h5py.File:
-    """Open a results file for reading; FormatError if it is not one this version reads."""
-    return open_h5(path, FORMAT, (VERSION,))
+    """Open a results file for reading; FormatError if it is not one this version reads.
+
+    The file is checked as untrusted HDF5 and against the results layout
+    (:mod:`evsnn.validate.results`) before the caller reads anything.
+    """
+    f = open_h5(path, FORMAT, (VERSION,))
+    try:
+        check_tree(f, os.fspath(path))
+        check_results(f, os.fspath(path))
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def layer_groups(f: h5py.File):
