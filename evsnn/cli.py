@@ -403,9 +403,36 @@ def export_nir(network, output, preset, levels, calibrate, percentile, calibrate
                f"(preset {net.preset}, {len(net.populations)} IF populations; evsnn's semantics in its metadata)")
 
 
+def _quiet_hdf5_dealloc(unraisable) -> None:
+    """After a failed HDF5 write, h5py reports every object it can no longer release; one
+    ``error:`` line has said it already."""
+    from evsnn.store.files import WRITE_FAILED
+
+    where = getattr(unraisable, "err_msg", "") or ""
+    if WRITE_FAILED or "h5py" in where or "h5py" in repr(getattr(unraisable, "object", "")) \
+            or "file write failed" in str(getattr(unraisable, "exc_value", "")):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point.
+
+    After an HDF5 write failure (disk full) the library may crash while shutting down (SIGSEGV),
+    so the process then ends with ``os._exit`` once its one ``error:`` line is printed.
+    """
+    sys.unraisablehook = _quiet_hdf5_dealloc
+    try:
+        cli()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        files = sys.modules.get("evsnn.store.files")
+        if files is not None and files.WRITE_FAILED:
+            # leave before the exception (and the h5py objects its frames hold) is released
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
 
 
 if __name__ == "__main__":

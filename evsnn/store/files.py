@@ -35,14 +35,45 @@ def atomic_file(path: str | os.PathLike):
         raise
 
 
+#: Set once an HDF5 write to disk failed: HDF5 may then crash while shutting down, so the CLI
+#: leaves with ``os._exit`` after printing its one line (see :func:`evsnn.cli.main`).
+WRITE_FAILED = []
+
+
+def note_write_failure(exc: BaseException) -> None:
+    WRITE_FAILED.append(type(exc).__name__)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` through :func:`atomic_file` with plain Python I/O (fsync'd):
+    disk full or any write error is an OSError and leaves nothing under ``path``."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return os.path.abspath(os.fspath(path))
+
+
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike, fmt: str, version: int):
-    """An HDF5 file written through :func:`atomic_file`, its root carrying ``format``/``format_version``."""
-    with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = fmt
-            f.attrs["format_version"] = version
-            yield f
+    """An HDF5 file, its root carrying ``format``/``format_version``, written atomically.
+
+    The file is built in memory (HDF5's core driver, nothing on disk) and its image written with
+    plain Python I/O, so a full disk is one OSError, never an HDF5 write failure (after which
+    HDF5 can crash the process on exit).
+    """
+    check_writable(path)
+    f = h5py.File(f"evsnn-mem-{id(path)}.h5", "w", driver="core", backing_store=False)
+    try:
+        f.attrs["format"] = fmt
+        f.attrs["format_version"] = version
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    write_bytes_atomic(path, image)
 
 
 def open_h5(path: str | os.PathLike, fmt: str, versions: tuple[int, ...]) -> h5py.File:

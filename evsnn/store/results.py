@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 
 from evsnn.errors import FormatError
-from evsnn.store.files import check_writable, lock_exclusive, open_h5
+from evsnn.store.files import check_writable, lock_exclusive, note_write_failure, open_h5
 from evsnn.validate.hdf5 import check_tree
 from evsnn.validate.results import check_results
 
@@ -141,6 +141,20 @@ def _set_attrs(obj, d: dict) -> None:
         obj.attrs[k] = "" if v is None else v
 
 
+@contextlib.contextmanager
+def _quiet_h5():
+    """Keep h5py's reports of objects it cannot release after a failed write (one per object,
+    printed to sys.stderr while the error unwinds) off the terminal: the error is one line."""
+    import io
+    import sys
+
+    saved, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+
+
 class ResultsWriter:
     """Writes one results file batch by batch into its partial file (see the module docstring).
 
@@ -162,6 +176,9 @@ class ResultsWriter:
                 self._reopen(ignore)
             else:
                 self._create()
+        except (OSError, RuntimeError) as e:
+            self.close()
+            raise self._failed(e) from None
         except BaseException:
             self.close()
             raise
@@ -258,6 +275,21 @@ class ResultsWriter:
         self.start_batch = int(f.attrs["batches_done"])
         self.resumed = True
 
+    # -- write errors
+    def _failed(self, exc: BaseException) -> FormatError:
+        """A write to the partial file failed (disk full, I/O error, file size limit): one line.
+
+        Nothing is renamed to the final name; the partial file stays (``--resume`` reuses it if
+        its last committed batch survived, else asks to start over). HDF5 is left alone
+        afterwards: the CLI exits without its shutdown (see ``store.files.WRITE_FAILED``).
+        """
+        note_write_failure(exc)
+        msg = str(exc)
+        reason = ("disk full" if "No space" in msg or "errno = 28" in msg else
+                  "file size limit reached" if "errno = 27" in msg or "too large" in msg.lower() else
+                  msg.splitlines()[0].split(" (")[0] if msg else type(exc).__name__)
+        return FormatError(f"cannot write {self.partial}: {reason}; nothing was written to {self.path}")
+
     # -- writing
     @property
     def samples_done(self) -> int:
@@ -265,6 +297,13 @@ class ResultsWriter:
 
     def write_batch(self, b: int, res, y=None) -> None:
         """Write batch ``b`` (samples b·batch_size …) from a SimResult and commit it."""
+        try:
+            with _quiet_h5():
+                self._write_batch(b, res, y)
+        except (OSError, RuntimeError) as e:
+            raise self._failed(e) from None
+
+    def _write_batch(self, b: int, res, y=None) -> None:
         lo, f = self.layout, self.f
         start = b * lo.batch_size
         n, steps = res.readout.shape[0], res.readout.shape[1]
@@ -351,6 +390,15 @@ class ResultsWriter:
 
         ``energy``: {"attrs": {...}, "profiles": {name: {...}}, "ann": {node: {macs, adds, outputs}}}.
         """
+        try:
+            with _quiet_h5():
+                return self._finish(energy)
+        except (OSError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "before every batch" in str(e):
+                raise
+            raise self._failed(e) from None
+
+    def _finish(self, energy: dict | None = None) -> str:
         if self.done:
             os.replace(self.partial, self.path)
             return self.path
