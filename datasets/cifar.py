@@ -78,10 +78,44 @@ def _encode(obj, encoding="utf-8", errors="strict"):
     return codecs.encode(obj, "latin1", "strict")
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that only resolves the NumPy constructors a CIFAR batch uses, with size checks."""
+def _dtype(obj, align=False, copy=False):
+    """``numpy.dtype`` for plain numeric and bytes types only (no records, objects or subarrays)."""
+    if not isinstance(obj, str) or len(obj) > 8:
+        raise pickle.UnpicklingError(f"refusing dtype {obj!r:.30}")
+    dt = np.dtype(obj)
+    if dt.kind not in "biufS" or dt.itemsize > 16:
+        raise pickle.UnpicklingError(f"refusing dtype {obj!r:.30}")
+    return dt
+
+
+def _load_build(self):
+    """BUILD (``obj.__setstate__(state)``) for arrays only; a dtype's state must be the one it has.
+
+    NumPy trusts the state it is given: a fuzzed dtype state yields dtypes that crash NumPy
+    later, so a dtype only accepts the state it already has (what a real pickle carries)."""
+    state = self.stack.pop()
+    inst = self.stack[-1]
+    if isinstance(inst, np.dtype):
+        try:
+            same = state == inst.__reduce__()[2]
+        except Exception:  # noqa: BLE001 - a malformed state of any kind
+            same = False
+        if same is not True:
+            raise pickle.UnpicklingError("unexpected dtype state")
+        return
+    if type(inst) is np.ndarray:
+        inst.__setstate__(state)
+        return
+    raise pickle.UnpicklingError(f"refusing to set the state of a {type(inst).__name__}")
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler (its memo is a dict, so no index can make it allocate) that only
+    resolves the NumPy constructors a CIFAR batch uses, with size checks, and builds only arrays."""
 
     limit = 0
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module, name):
         try:
@@ -92,6 +126,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _sized(ctor, self.limit)
         if ctor is codecs.encode:
             return _encode
+        if ctor is np.dtype:
+            return _dtype
         return ctor
 
 

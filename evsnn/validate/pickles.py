@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickletools
+import warnings
 
 from evsnn.errors import FormatError
 
@@ -23,19 +24,23 @@ _REFUSED = {"EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID", "INST", "OBJ", "NEWOB
 
 def scan_pickle(data: bytes, source: str, what: str = "pickle") -> None:
     """FormatError (one line) unless ``data`` is a well-formed pickle within the limits above."""
-    n = 0
     try:
-        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
-            n += 1
-            if n > MAX_OPS:
-                raise FormatError(f"{source}: pickle has more than {MAX_OPS} opcodes")
-            if op.name in _REFUSED:
-                raise FormatError(f"{source}: pickle uses opcode {op.name}, which a data file never needs")
-            if op.name in _MEMO_OPS and (not isinstance(arg, int) or not 0 <= arg < MAX_MEMO):
-                raise FormatError(f"{source}: pickle memo index {arg!r:.30} out of range 0..{MAX_MEMO - 1}")
-            if op.name == "STOP":
-                break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickletools warns about odd escapes in STRING opcodes
+            _scan(data, source)
     except FormatError:
         raise
     except Exception as exc:  # pickletools only parses: any failure means a malformed stream
         raise FormatError(f"{source}: not a readable {what} ({type(exc).__name__}: {str(exc)[:60]})") from None
+
+
+def _scan(data: bytes, source: str) -> None:
+    for n, (op, arg, _pos) in enumerate(pickletools.genops(io.BytesIO(data))):
+        if n >= MAX_OPS:
+            raise FormatError(f"{source}: pickle has more than {MAX_OPS} opcodes")
+        if op.name in _REFUSED:
+            raise FormatError(f"{source}: pickle uses opcode {op.name}, which a data file never needs")
+        if op.name in _MEMO_OPS and (not isinstance(arg, int) or not 0 <= arg < MAX_MEMO):
+            raise FormatError(f"{source}: pickle memo index {arg!r:.30} out of range 0..{MAX_MEMO - 1}")
+        if op.name == "STOP":
+            break
