@@ -152,3 +152,19 @@ def test_allow_nonfinite_runs(tmp_path):
     r = CliRunner().invoke(cli, args + ["--allow-nonfinite"])
     assert r.exit_code == 0, r.output
     assert out.exists()
+
+
+def test_contained_path_and_array_size(tmp_path):
+    (tmp_path / "w.bin").write_bytes(b"1234")
+    assert VF.contained_path(tmp_path, "w.bin", "m.onnx").endswith("w.bin")
+    for bad in ("../etc/passwd", "/etc/passwd"):
+        with pytest.raises(FormatError, match="outside its folder"):
+            VF.contained_path(tmp_path, bad, "m.onnx")
+    os.symlink("/etc/hostname", tmp_path / "link")
+    with pytest.raises(FormatError, match="outside"):
+        VF.contained_path(tmp_path, "link", "m.onnx")
+    assert VL.check_array_size((3, 4), 8, "c") == 96
+    with pytest.raises(FormatError, match="EVSNN_MAX_ARRAY_BYTES"):
+        VL.check_array_size((40000, 40000, 4000), 4, "ConstantOfShape")
+    with pytest.raises(FormatError, match="negative"):
+        VL.check_array_size((3, -1), 4, "c")

@@ -87,3 +87,14 @@ def read_zip_member(zf: zipfile.ZipFile, name: str, source: str, limit: int | No
 
 def file_size(path: str | os.PathLike) -> int:
     return os.stat(path).st_size
+
+
+def contained_path(folder: str | os.PathLike, relative: str, source: str) -> str:
+    """``folder/relative`` resolved, refusing a path that leaves ``folder`` (``..``, absolute paths,
+    symbolic links out of it) or that is not a regular file: for data files a model names itself,
+    such as ONNX external tensor data."""
+    base = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(base, relative))
+    if os.path.isabs(relative) or os.path.commonpath([base, path]) != base:
+        raise FormatError(f"{source}: refers to {relative!r} outside its folder {base}; evsnn refuses it")
+    return existing_file(path, "a data file")

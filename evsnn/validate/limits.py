@@ -91,3 +91,20 @@ def check_run_memory(net, steps: int, batch: int, record=(), wake: int | None = 
         raise FormatError(f"a batch of {batch} samples × {steps} steps needs about {fmt_bytes(need)} for its "
                           f"records, more than the memory budget of {fmt_bytes(budget)}; lower --batch-size, "
                           "--wake or --max-sleep, or raise --memory-budget (EVSNN_MEMORY_BUDGET)")
+
+
+def check_array_size(shape, itemsize: int, what: str) -> int:
+    """Bytes of an array of ``shape`` about to be allocated from a file's declaration (e.g. an ONNX
+    ``ConstantOfShape`` or a declared tensor); FormatError beyond :func:`max_array_bytes` or for a
+    negative dimension. Python integers: no overflow however many dimensions."""
+    n = int(itemsize)
+    for d in shape:
+        d = int(d)
+        if d < 0:
+            raise FormatError(f"{what}: negative dimension in shape {tuple(shape)}")
+        n *= d
+    cap = max_array_bytes()
+    if n > cap:
+        raise FormatError(f"{what}: shape {tuple(shape)} needs {fmt_bytes(n)}, more than the {fmt_bytes(cap)} "
+                          "evsnn allocates for one array (EVSNN_MAX_ARRAY_BYTES)")
+    return n
