@@ -57,7 +57,7 @@ def test_frontend_readers(name):
 
 
 def test_mutation_loop_finds_an_escape():
-    """The loop can fail: a reader that raises a plain ValueError on some input is reported."""
+    """The loop can fail: a reader that raises a plain KeyError on some inputs is reported."""
     def fragile(data: bytes) -> None:
         if len(data) % 3 == 0:
             raise KeyError("boom")
@@ -65,7 +65,7 @@ def test_mutation_loop_finds_an_escape():
     engine_seeds = engine.seeds
     try:
         engine.seeds = lambda name: [b"abcd"]
-        rep = engine.fuzz_loop("x", fragile, 0.2)
+        rep = engine.fuzz_loop("x", fragile, 60, max_iterations=300)
     finally:
         engine.seeds = engine_seeds
     assert any(k.startswith("KeyError") for k in rep.findings)

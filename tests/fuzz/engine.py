@@ -106,8 +106,10 @@ def call(target, data: bytes, timeout: float) -> str | None:
     return None
 
 
-def fuzz_loop(harness: str, target, seconds: float, seed: int = 0, timeout: float = 10.0) -> Report:
-    """Mutate the seed corpus for ``seconds``; every seed first runs unmutated (it must load)."""
+def fuzz_loop(harness: str, target, seconds: float, seed: int = 0, timeout: float = 10.0,
+              max_iterations: int | None = None) -> Report:
+    """Mutate the seed corpus for ``seconds`` (or ``max_iterations`` inputs, whichever ends first);
+    every seed first runs unmutated (it must load)."""
     rng = random.Random(seed)
     pool = seeds(harness)
     rep = Report(harness)
@@ -117,7 +119,7 @@ def fuzz_loop(harness: str, target, seconds: float, seed: int = 0, timeout: floa
         if key:
             rep.findings.setdefault("seed " + key, s)
         rep.iterations += 1
-    while time.perf_counter() - t0 < seconds:
+    while time.perf_counter() - t0 < seconds and (max_iterations is None or rep.iterations < max_iterations):
         data = mutate(rng, rng.choice(pool), pool)
         key = call(target, data, timeout)
         rep.iterations += 1
