@@ -69,3 +69,19 @@ def test_mutation_loop_finds_an_escape():
     finally:
         engine.seeds = engine_seeds
     assert any(k.startswith("KeyError") for k in rep.findings)
+
+
+KNOWN = os.path.join(os.path.dirname(engine.__file__), "known")
+
+
+@pytest.mark.parametrize("path", sorted(os.path.join(h, n) for h in os.listdir(KNOWN)
+                                        for n in os.listdir(os.path.join(KNOWN, h))))
+def test_known_frontend_reproducers(path):
+    """Inputs the frontend harnesses found (tests/fuzz/known/<harness>/): an xfail naming the
+    exception while the frontend lets it escape; they pass once it raises EvsnnError."""
+    harness = path.split(os.sep)[0]
+    with open(os.path.join(KNOWN, path), "rb") as fh:
+        key = engine.call(harnesses.FRONTENDS[harness], fh.read(), 20.0)
+    if key:
+        assert _kind(key) in FRONTEND_KNOWN[harness], key
+        pytest.xfail(f"{harness} frontend: {key}")
