@@ -7,8 +7,8 @@ the file, never as an ``assert`` or a raw ``OSError`` traceback.
 
 from __future__ import annotations
 
-import gzip
 import os
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -47,14 +47,18 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     renamed file still loads. A damaged or truncated gzip stream is a
     FormatError.
     """
+    from evsnn.validate.files import gunzip_capped
+    from evsnn.validate.limits import fmt_bytes, max_decompressed_bytes
+
     p = require_file(path)
+    limit = max_decompressed_bytes()
+    if p.stat().st_size > limit:
+        raise FormatError(f"{p}: {fmt_bytes(p.stat().st_size)} is over the {fmt_bytes(limit)} read limit "
+                          "(EVSNN_MAX_DECOMPRESSED_BYTES)")
     raw = p.read_bytes()
     if raw[:2] != GZIP_MAGIC:
         return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise FormatError(f"{p}: damaged or truncated gzip data ({exc})") from None
+    return gunzip_capped(raw, str(p), limit)  # a gzip bomb stops at the limit
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -66,6 +70,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     p = require_file(path)
     try:
+        _check_npz_members(p)
         with open(p, "rb") as fh:
             z = np.load(fh, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
@@ -74,8 +79,43 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 return {k: z[k] for k in z.files}
     except FormatError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise FormatError(f"{p}: not a readable .npz file ({exc})") from None
+    except _NPZ_ERRORS as exc:
+        raise FormatError(f"{p}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+#: What NumPy and zipfile raise on damaged archives and .npy headers (tokenize errors included).
+_NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError,
+               NotImplementedError, RuntimeError, OverflowError, LookupError, UnicodeError, SyntaxError,
+               IndexError, AttributeError, MemoryError, tokenize.TokenError)
+
+
+def _check_npz_members(p: Path) -> None:
+    """Refuse an .npz whose members declare more than the decompression limit, or whose .npy
+    headers declare more data than the member holds (NumPy would allocate the declared array
+    before reading). Non-zip files are left to :func:`numpy.load` to refuse."""
+    from evsnn.validate.files import check_zip_members
+    from evsnn.validate.limits import max_decompressed_bytes
+
+    if not zipfile.is_zipfile(p):
+        return
+    with zipfile.ZipFile(p) as zf:
+        check_zip_members(zf, str(p), max_decompressed_bytes())
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                header = fh.tell()
+            n = dtype.itemsize
+            for d in shape:
+                n *= int(d)
+            if n > info.file_size - header:
+                raise FormatError(f"{p}: member {info.filename} declares {n} bytes of data but holds "
+                                  f"{max(info.file_size - header, 0)}")
 
 
 def check_split(split: str, allowed: tuple[str, ...]) -> str:

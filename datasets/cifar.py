@@ -17,6 +17,7 @@ downloaded.
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import pickle
 from pathlib import Path
@@ -45,23 +46,114 @@ _ALLOWED = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that only resolves the NumPy constructors a CIFAR batch uses."""
+def _sized(ctor, limit: int):
+    """``ctor(cls_or_shape...)`` refusing arrays larger than ``limit`` bytes (the file's own size:
+    a real batch never builds an array bigger than the data it carries)."""
+
+    def build(*args):
+        shape = args[1] if ctor is _RECONSTRUCT else (args[0] if args else ())
+        dtype = args[2] if ctor is _RECONSTRUCT else (args[1] if len(args) > 1 else float)
+        if ctor is _RECONSTRUCT:
+            if not (args and (args[0] is np.ndarray or getattr(args[0], "_evsnn_ndarray", False))):
+                raise pickle.UnpicklingError("refusing to build an array subclass")
+            args = (np.ndarray,) + tuple(args[1:])
+        dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+        total = np.dtype(dtype).itemsize
+        for d in dims:
+            if not isinstance(d, (int, np.integer)) or d < 0:
+                raise pickle.UnpicklingError(f"bad array shape {shape!r:.40}")
+            total *= int(d)
+        if total > limit:
+            raise pickle.UnpicklingError(f"array of {total} bytes declared in a {limit}-byte file")
+        return ctor(*args)
+
+    build._evsnn_ndarray = ctor is np.ndarray  # stands for the class where _reconstruct expects it
+    return build
+
+
+def _encode(obj, encoding="utf-8", errors="strict"):
+    """``_codecs.encode`` as NumPy's pickles use it: text to latin-1 bytes only."""
+    if not isinstance(obj, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refusing _codecs.encode other than str → latin1")
+    return codecs.encode(obj, "latin1", "strict")
+
+
+def _dtype(obj, align=False, copy=False):
+    """``numpy.dtype`` for plain numeric and bytes types only (no records, objects or subarrays)."""
+    if not isinstance(obj, str) or len(obj) > 8:
+        raise pickle.UnpicklingError(f"refusing dtype {obj!r:.30}")
+    dt = np.dtype(obj)
+    if dt.kind not in "biufS" or dt.itemsize > 16:
+        raise pickle.UnpicklingError(f"refusing dtype {obj!r:.30}")
+    return dt
+
+
+def _load_build(self):
+    """BUILD (``obj.__setstate__(state)``) for arrays only; a dtype's state must be the one it has.
+
+    NumPy trusts the state it is given: a fuzzed dtype state yields dtypes that crash NumPy
+    later, so a dtype only accepts the state it already has (what a real pickle carries)."""
+    state = self.stack.pop()
+    inst = self.stack[-1]
+    if isinstance(inst, np.dtype):
+        try:
+            same = state == inst.__reduce__()[2]
+        except Exception:  # noqa: BLE001 - a malformed state of any kind
+            same = False
+        if same is not True:
+            raise pickle.UnpicklingError("unexpected dtype state")
+        return
+    if type(inst) is np.ndarray:
+        inst.__setstate__(state)
+        return
+    raise pickle.UnpicklingError(f"refusing to set the state of a {type(inst).__name__}")
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler (its memo is a dict, so no index can make it allocate) that only
+    resolves the NumPy constructors a CIFAR batch uses, with size checks, and builds only arrays."""
+
+    limit = 0
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module, name):
         try:
-            return _ALLOWED[(module, name)]
+            ctor = _ALLOWED[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
+        if ctor is _RECONSTRUCT or ctor is np.ndarray:
+            return _sized(ctor, self.limit)
+        if ctor is codecs.encode:
+            return _encode
+        if ctor is np.dtype:
+            return _dtype
+        return ctor
 
 
 def _unpickle(path: Path) -> dict:
-    """Unpickle one batch file (``encoding='bytes'``, restricted globals)."""
+    """Unpickle one batch file (``encoding='bytes'``, restricted globals, scanned first).
+
+    The file is read into memory (a regular file, at most EVSNN_MAX_DECOMPRESSED_BYTES) and
+    scanned by :func:`evsnn.validate.pickles.scan_pickle` before unpickling from that buffer,
+    so no declared length or memo index can make the unpickler allocate more than the file.
+    """
+    from evsnn.validate.limits import fmt_bytes, max_decompressed_bytes
+    from evsnn.validate.pickles import scan_pickle
+
+    limit = max_decompressed_bytes()
+    if path.stat().st_size > limit:
+        raise FormatError(f"{path}: {fmt_bytes(path.stat().st_size)} is larger than a CIFAR batch can be "
+                          f"(limit {fmt_bytes(limit)}, EVSNN_MAX_DECOMPRESSED_BYTES)")
+    data = path.read_bytes()
+    scan_pickle(data, str(path), "CIFAR python batch")
     try:
-        with open(path, "rb") as fh:
-            obj = _RestrictedUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise FormatError(f"{path}: not a readable CIFAR python batch ({exc or 'truncated'})") from None
+        up = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes")
+        up.limit = len(data)
+        obj = up.load()
+    except Exception as exc:  # only the constructors above can run: any failure is a malformed file
+        raise FormatError(f"{path}: not a readable CIFAR python batch "
+                          f"({type(exc).__name__}: {str(exc)[:80] or 'truncated'})") from None
     if not isinstance(obj, dict):
         raise FormatError(f"{path}: not a CIFAR batch (pickle holds {type(obj).__name__}, not a dict)")
     return obj

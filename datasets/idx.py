@@ -60,7 +60,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise FormatError(f"{p}: truncated IDX header")
     shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_TYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = dtype.itemsize
+    for d in shape:
+        expected *= d  # Python ints: 255 dimensions of 2^32 cannot overflow
     found = len(raw) - header
     if found < expected:
         raise FormatError(f"{p}: truncated IDX file: header promises {expected} data bytes, found {found}")

@@ -20,6 +20,16 @@ import time
 import click
 
 PRESET_HELP = "conversion preset: if, deng-gu, qcfs, casc, bitserial"
+#: Ranges of the numeric options (click checks them: an out-of-range value is one `error:` line).
+STEPS = click.IntRange(1, 2**31 - 1)
+SLEEP_STEPS = click.IntRange(0, 2**31 - 1)
+LEVELS = click.IntRange(1, 2**24)
+SEED = click.IntRange(0, 2**63 - 1)
+BATCH = click.IntRange(1, 2**20)
+THREADS = click.IntRange(1, 4096)
+COUNT = click.IntRange(1, 2**62)
+PERCENT = click.FloatRange(0, 100, min_open=True)
+
 DATA_HELP = ("input data: an .npz with x (samples × C × H × W or samples × features) and optional y labels, "
              "or a dataset name such as digits, digits-train, mnist:DIR, cifar10:DIR")
 
@@ -70,12 +80,24 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except EvsnnError as e:
-            raise UserError(str(e)) from None
+            raise UserError(one_line(e)) from None
         except OSError as e:
             msg = f"{e.strerror}: {e.filename}" if getattr(e, "strerror", None) and e.filename else str(e)
-            raise UserError(msg or type(e).__name__) from None
+            raise UserError(one_line(msg) or type(e).__name__) from None
+        except MemoryError:
+            raise UserError("not enough memory for this input (lower --batch-size or use smaller data)") from None
 
     return wrapper
+
+
+def one_line(msg: str) -> str:
+    """The first non-empty line of ``msg`` (HDF5 and OS messages can span several)."""
+    return next((ln.strip() for ln in str(msg).splitlines() if ln.strip()), "")
+
+
+def data_file(spec):
+    """The file a --data/--calibrate spec names, if it is one (an .npz path), else None."""
+    return spec if spec and os.path.isfile(spec) else None
 
 
 class _NoBar:
@@ -100,8 +122,8 @@ def parse_sleep(value):
         v = int(value)
     except ValueError:
         raise UserError(f"--sleep must be a number of steps or 'auto', got {value!r}") from None
-    if v < 0:
-        raise UserError(f"--sleep must be ≥ 0, got {v}")
+    if not 0 <= v <= 2**31 - 1:
+        raise UserError(f"--sleep must be between 0 and 2^31 - 1, got {v}")
     return v
 
 
@@ -113,13 +135,13 @@ def cli():
 
 def conversion_options(fn):
     opts = [
-        click.option("--levels", type=int, default=None,
+        click.option("--levels", type=LEVELS, default=None,
                      help="quantization levels L (threshold-ReLU models; must match a quantized model's L)"),
         click.option("--calibrate", "calibrate", metavar="DATA", default=None,
                      help="calibrate plain ReLUs on this data (percentile of activations); " + DATA_HELP),
-        click.option("--percentile", type=float, default=99.99, show_default=True,
+        click.option("--percentile", type=PERCENT, default=99.99, show_default=True,
                      help="activation percentile used as the ReLU scale λ when calibrating"),
-        click.option("--calibrate-samples", type=int, default=1000, show_default=True,
+        click.option("--calibrate-samples", type=COUNT, default=1000, show_default=True,
                      help="use at most this many samples (the first ones) for calibration"),
         click.option("--input-mode", type=click.Choice(["analog", "rate", "events"]), default="analog",
                      show_default=True,
@@ -142,11 +164,12 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
     from evsnn import runner
     from evsnn.convert import get_preset
     from evsnn.store import save_network
-    from evsnn.paths import check_writable, existing_file
+    from evsnn.paths import check_not_input, check_writable, existing_file
 
     get_preset(preset)
     check_writable(output)
     existing_file(model, "a model file")
+    check_not_input(output, model, data_file(calibrate))
     stages = ["load model"] + (["load calibration data", "calibrate"] if calibrate else []) + ["convert", "save"]
     with progress_bar(len(stages), "converting", show=bool(calibrate)) as bar:
         seen = []
@@ -171,23 +194,23 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
 @click.option("-o", "--output", required=True, metavar="RESULTS.h5", help="results file to write (HDF5)")
 @click.option("--preset", default=None, help=PRESET_HELP + " (when NETWORK is a model file, converted on the fly)")
 @conversion_options
-@click.option("--wake", type=int, default=None, help="wake steps T_w (default: the network's, L for casc)")
+@click.option("--wake", type=STEPS, default=None, help="wake steps T_w (default: the network's, L for casc)")
 @click.option("--sleep", default=None, metavar="N|auto",
               help="sleep steps, or auto: until no neuron can fire (default: auto for casc, 0 otherwise)")
-@click.option("--max-sleep", type=int, default=None, help="cap on sleep steps with --sleep auto (default 1000)")
+@click.option("--max-sleep", type=SLEEP_STEPS, default=None, help="cap on sleep steps with --sleep auto (default 1000)")
 @click.option("--record", type=click.Choice(["counts", "raster"]), multiple=True,
               help="also write per-neuron counts/values (counts) or the spike raster as AER arrays (raster); "
                    "repeatable")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="samples simulated and written at a time")
+@click.option("--batch-size", type=BATCH, default=64, show_default=True, help="samples simulated and written at a time")
 @click.option("--engine", type=click.Choice(["event", "reference"]), default="event", show_default=True,
               help="event: the Numba event engine; reference: the NumPy clock-driven simulator (for checking)")
-@click.option("--threads", type=int, default=None, help="threads of the event engine (default: all cores)")
+@click.option("--threads", type=THREADS, default=None, help="threads of the event engine (default: all cores)")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="arithmetic of the event engine (default: float64 for casc and bitserial, which then match "
                    "the quantized ANN exactly, float32 for the rate presets); float64 agrees with the reference "
                    "spike for spike")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the rate-coded input spikes")
-@click.option("--limit", type=int, default=None, help="run only the first N samples")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="seed of the rate-coded input spikes")
+@click.option("--limit", type=COUNT, default=None, help="run only the first N samples")
 @click.option("--allow-inexact", is_flag=True, help="allow casc with a wake length other than L (ablations)")
 @click.option("--energy-profile", "profiles", multiple=True, metavar="NAME|FILE",
               help="energy profile: 45nm-fp32, 45nm-int32, 45nm-int8, 45nm-fp32-sram or a .json/.toml file; "
@@ -196,14 +219,22 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
 @click.option("--verify", is_flag=True,
               help="compare every hidden neuron with the quantized ANN (float64) and write /verify: exact "
                    "samples and mismatches per layer (rate presets: |count/T - a| statistics)")
+@click.option("--allow-nonfinite", is_flag=True, help="run inputs holding NaN or infinity (refused by default)")
+@click.option("--memory-budget", default=None, metavar="BYTES",
+              help="most memory one batch's records may take, e.g. 2G (default: EVSNN_MEMORY_BUDGET or half "
+                   "the machine's memory, at most 16G)")
 @user_errors
 def run(network, data, output, preset, levels, calibrate, percentile, calibrate_samples, input_mode, wake, sleep,
-        max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume, verify):
+        max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume, verify,
+        allow_nonfinite, memory_budget):
     """Simulate NETWORK (a network file, or a model file with --preset) on DATA and write RESULTS.h5."""
     from evsnn import energy, runner
-    from evsnn.paths import check_writable
+    from evsnn.paths import check_not_input, check_writable
+    from evsnn.validate.limits import parse_bytes
 
     check_writable(output)
+    check_not_input(output, network, data_file(data), data_file(calibrate), *profiles)
+    budget = parse_bytes(memory_budget, "--memory-budget") if memory_budget is not None else None
     sleep = parse_sleep(sleep)
     profs = tuple(energy.get_profile(p) for p in profiles)
     if preset is not None:
@@ -216,7 +247,8 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
     info.update(data_info)
     opts = runner.RunOptions(wake=wake, sleep=sleep, max_sleep=max_sleep, record=tuple(dict.fromkeys(record)),
                              seed=seed, batch_size=batch_size, engine=engine, threads=threads,
-                             allow_inexact=allow_inexact, profiles=profs, dtype=dtype, verify=verify)
+                             allow_inexact=allow_inexact, profiles=profs, dtype=dtype, verify=verify,
+                             allow_nonfinite=allow_nonfinite, memory_budget=budget)
     state = {}
     t0 = time.perf_counter()
     try:
@@ -266,6 +298,10 @@ def report(results, at, as_json, plot_dir, no_plots, profile):
     if not ts or min(ts) < 1:
         raise UserError(f"--at steps must be ≥ 1, got {at!r}")
     summaries = [rep.summarize(p, ts) for p in results]
+    if profile is not None:
+        known = sorted({k for s in summaries for k in s["energy"]})
+        if profile not in known:
+            raise UserError(f"--profile {profile!r} is not stored in the results; stored: {', '.join(known) or 'none'}")
     written = []
     if not no_plots:
         if rep.have_matplotlib():
@@ -305,15 +341,15 @@ def inspect(file, as_json):
               help="folder for the results files (one per preset) and accuracy_vs_T.png")
 @click.option("--presets", default="if,deng-gu,qcfs,casc,bitserial", show_default=True,
               help="comma-separated presets to run")
-@click.option("--rate-steps", type=int, default=32, show_default=True,
+@click.option("--rate-steps", type=STEPS, default=32, show_default=True,
               help="wake steps T of the rate presets (if, deng-gu, qcfs)")
-@click.option("--levels", type=int, default=None, help="L for threshold-ReLU models (default 7)")
+@click.option("--levels", type=LEVELS, default=None, help="L for threshold-ReLU models (default 7)")
 @click.option("--engine", type=click.Choice(["auto", "event", "reference"]), default="auto", show_default=True,
               help="auto: the event engine if available, else the NumPy reference")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="samples simulated at a time")
-@click.option("--threads", type=int, default=None, help="threads of the event engine (default: all cores)")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of rate-coded input spikes")
-@click.option("--limit", type=int, default=None, help="run only the first N samples")
+@click.option("--batch-size", type=BATCH, default=128, show_default=True, help="samples simulated at a time")
+@click.option("--threads", type=THREADS, default=None, help="threads of the event engine (default: all cores)")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="seed of rate-coded input spikes")
+@click.option("--limit", type=COUNT, default=None, help="run only the first N samples")
 @user_errors
 def demo(model, data, out_dir, presets, rate_steps, levels, engine, batch_size, threads, seed, limit):
     """Run every preset on the bundled digits model and data and print one table."""
@@ -323,6 +359,8 @@ def demo(model, data, out_dir, presets, rate_steps, levels, engine, batch_size, 
     from evsnn.frontends import load_model
 
     names = [p.strip() for p in presets.split(",") if p.strip()]
+    if not names:
+        raise UserError("--presets is empty; give at least one of if, deng-gu, qcfs, casc, bitserial")
     for p in names:
         get_preset(p)
     path = model or dm.bundled_model()
@@ -358,9 +396,10 @@ def export_nir(network, output, preset, levels, calibrate, percentile, calibrate
     """
     from evsnn import runner
     from evsnn.nir_export import write_nir
-    from evsnn.paths import check_writable
+    from evsnn.paths import check_not_input, check_writable
 
     check_writable(output)
+    check_not_input(output, network, data_file(calibrate))
     if preset is not None:
         from evsnn.convert import get_preset
         get_preset(preset)
@@ -372,9 +411,36 @@ def export_nir(network, output, preset, levels, calibrate, percentile, calibrate
                f"(preset {net.preset}, {len(net.populations)} IF populations; evsnn's semantics in its metadata)")
 
 
+def _quiet_hdf5_dealloc(unraisable) -> None:
+    """After a failed HDF5 write, h5py reports every object it can no longer release; one
+    ``error:`` line has said it already."""
+    from evsnn.store.files import WRITE_FAILED
+
+    where = getattr(unraisable, "err_msg", "") or ""
+    if WRITE_FAILED or "h5py" in where or "h5py" in repr(getattr(unraisable, "object", "")) \
+            or "file write failed" in str(getattr(unraisable, "exc_value", "")):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point.
+
+    After an HDF5 write failure (disk full) the library may crash while shutting down (SIGSEGV),
+    so the process then ends with ``os._exit`` once its one ``error:`` line is printed.
+    """
+    sys.unraisablehook = _quiet_hdf5_dealloc
+    try:
+        cli()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        files = sys.modules.get("evsnn.store.files")
+        if files is not None and files.WRITE_FAILED:
+            # leave before the exception (and the h5py objects its frames hold) is released
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
 
 
 if __name__ == "__main__":

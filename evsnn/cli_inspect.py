@@ -125,13 +125,16 @@ def describe_results(path: str) -> tuple[dict, str]:
 
 
 def describe_partial(path: str) -> tuple[dict, str]:
-    import h5py
-
+    from evsnn.errors import FormatError
     from evsnn.store.results import attrs_dict
+    from evsnn.validate.hdf5 import open_untrusted
 
-    with h5py.File(path, "r") as f:
-        done, n = int(f.attrs.get("samples_done", 0)), int(f["readout"].shape[0])
-        cfg = attrs_dict(f["config"])
+    with open_untrusted(path, "an unfinished results file", check_sizes=False) as f:
+        try:
+            done, n = int(f.attrs.get("samples_done", 0)), int(f["readout"].shape[0])
+            cfg = attrs_dict(f["config"])
+        except (KeyError, TypeError, ValueError, AttributeError, OSError) as e:
+            raise FormatError(f"{path}: damaged unfinished results file ({type(e).__name__})") from None
     info = {"file": path, "format": "evsnn-results-partial", "samples_done": done, "samples": n, "config": cfg}
     return info, (f"{path}: unfinished evsnn run, {done} of {n} samples done; "
                   "`evsnn run ... --resume` with the same options completes it")

@@ -97,9 +97,11 @@ _KEYS = {"name", "mac", "ac", "mem_mac", "mem_sop", "mem_add", "mem_update", "me
 
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read a user profile from a ``.json`` or ``.toml`` file (a flat table; energies in pJ, ≥ 0)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FormatError(f"energy profile file not found: {path}")
+    from evsnn.paths import existing_file
+
+    path = existing_file(path, "an energy profile file")
+    if os.path.getsize(path) > 1 << 20:
+        raise FormatError(f"{path}: an energy profile is a small table; this file is over 1 MiB")
     try:
         if path.lower().endswith(".toml"):
             import tomllib
@@ -108,8 +110,8 @@ def load_profile(path: str | os.PathLike) -> Profile:
         else:
             with open(path, encoding="utf-8") as fh:
                 d = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise FormatError(f"{path}: not a readable energy profile ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSON/TOML decode errors are ValueErrors
+        raise FormatError(f"{path}: not a readable energy profile ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})") from None
     if not isinstance(d, dict):
         raise FormatError(f"{path}: an energy profile must be a table of numbers")
     unknown = set(d) - _KEYS
@@ -118,14 +120,21 @@ def load_profile(path: str | os.PathLike) -> Profile:
     for k in ("mac", "ac"):
         if k not in d:
             raise FormatError(f"{path}: energy profile needs '{k}' (pJ per operation)")
+    for k in ("name", "source"):
+        if k in d and not isinstance(d[k], str):
+            raise FormatError(f"{path}: '{k}' must be text")
     kw = {"name": str(d.get("name") or os.path.splitext(os.path.basename(path))[0]),
           "source": str(d.get("source", path))}
     for k in _KEYS - {"name", "source"}:
         if k in d:
             v = d[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-                raise FormatError(f"{path}: '{k}' must be a number ≥ 0 (pJ), got {v!r}")
-            kw[k] = float(v)
+            try:
+                fv = float(v) if not isinstance(v, bool) and isinstance(v, (int, float)) else None
+            except OverflowError:  # a 400-digit integer
+                fv = None
+            if fv is None or not np.isfinite(fv) or fv < 0:
+                raise FormatError(f"{path}: '{k}' must be a finite number ≥ 0 (pJ), got {str(v)[:40]!r}")
+            kw[k] = fv
     return Profile(**kw)
 
 

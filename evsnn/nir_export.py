@@ -44,6 +44,7 @@ and analog input are on only during the T_w wake steps (``wake_steps``).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 
@@ -52,7 +53,7 @@ import scipy.sparse as sp
 
 from evsnn.errors import ConversionError, EvsnnError
 from evsnn.ir import snn as S
-from evsnn.store.files import atomic_file
+from evsnn.store.files import write_bytes_atomic
 
 RATE_PRESETS = ("if", "qcfs", "deng-gu")
 _NODE = {"conv": "Conv2d", "dense": "Affine"}
@@ -289,6 +290,7 @@ def write_nir(net: S.Network, path: str | os.PathLike):
     """Write ``to_nir(net)`` to ``path`` (HDF5, read with ``nir.read``) atomically; returns the graph."""
     nir = _nir()
     graph = to_nir(net)
-    with atomic_file(path) as tmp:
-        nir.write(tmp, graph)
+    buf = io.BytesIO()  # built in memory, written with plain I/O: a full disk is one OSError
+    nir.write(buf, graph)
+    write_bytes_atomic(path, buf.getvalue())
     return graph

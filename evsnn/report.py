@@ -176,6 +176,15 @@ def _figure(w, h):
     return fig
 
 
+def save_figure(fig, path: str) -> None:
+    """Write a PNG atomically (temporary file renamed at the end): a failed write (disk full)
+    leaves nothing under ``path``, never a 0-byte or truncated image."""
+    from evsnn.store.files import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def plot_accuracy(summaries: list[dict], path: str) -> str | None:
     """accuracy (%) vs time step, one line per summary; None when no summary has labels.
 
@@ -199,7 +208,7 @@ def plot_accuracy(summaries: list[dict], path: str) -> str | None:
     ax.legend(fontsize=8)
     ax.set_title("accuracy vs time step")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -216,7 +225,7 @@ def plot_spikes(summaries: list[dict], path: str) -> str:
         ax.legend(fontsize=7)
     ax.set_xlabel("time step")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -241,7 +250,7 @@ def plot_energy(summaries: list[dict], path: str, profile: str | None = None) ->
         ax.set_xlabel("pJ per sample")
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

@@ -30,6 +30,7 @@ from evsnn.errors import ConversionError, EvsnnError, FormatError, ShapeError
 from evsnn.ir import snn as S
 from evsnn.ir.records import check_batch, make_plan
 from evsnn.store.results import Layer, Layout, ResultsWriter
+from evsnn.validate.limits import check_run_memory
 
 ENGINES = ("event", "reference")
 #: Config keys that may differ when a run is resumed (they do not change the results).
@@ -113,6 +114,9 @@ def convert_model(path: str, preset: str, levels: int | None = None, calibrate: 
     if calibrate:
         stage("load calibration data")
         xc, _, _ = load_data(calibrate, calibrate_samples)
+        if not np.isfinite(xc).all():
+            raise FormatError(f"{calibrate}: calibration data holds NaN or infinite values; "
+                              "activation percentiles of it would be meaningless")
         stage("calibrate")
         graph = run_calibration(graph, xc, percentile)
     stage("convert")
@@ -172,6 +176,8 @@ class RunOptions:
     profiles: tuple = ()  # Profile objects; empty: the built-in ones
     dtype: str | None = None  # event engine arithmetic; None: float64 for casc/bitserial, float32 else
     verify: bool = False  # compare every sample with the quantized ANN (evsnn.verify) and write /verify
+    allow_nonfinite: bool = False  # run inputs holding NaN/inf (refused by default)
+    memory_budget: int | None = None  # bytes for one batch's records; None: evsnn.validate.limits.memory_budget()
 
 
 def default_sleep(net: S.Network, sleep):
@@ -269,6 +275,24 @@ def run_config(net: S.Network, plan, sleep, opts: RunOptions, engine: str, info:
     return cfg
 
 
+def check_data(x, y, classes: int, allow_nonfinite: bool = False, what: str = "the data") -> None:
+    """ShapeError for labels outside 0..classes−1 (they would count as wrong, silently) and, unless
+    ``allow_nonfinite``, for inputs holding NaN or infinity (checked in chunks, no full-size copy)."""
+    if y is not None and len(y):
+        y = np.asarray(y)
+        if y.min() < 0 or y.max() >= classes:
+            raise ShapeError(f"{what} has labels {int(y.min())}..{int(y.max())}, the network has {classes} classes "
+                             f"(0..{classes - 1})")
+    if not allow_nonfinite:
+        xs = np.asarray(x)
+        rows = max(1, (8 << 20) // max(1, xs[:1].nbytes))
+        for s in range(0, len(xs), rows):
+            ok = np.isfinite(xs[s:s + rows].reshape(len(xs[s:s + rows]), -1)).all(axis=1)
+            if not ok.all():
+                raise ShapeError(f"{what} holds NaN or infinite inputs (first in sample {s + int(np.argmin(ok))}); "
+                                 "fix the data or pass --allow-nonfinite")
+
+
 def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | None = None, resume: bool = False,
                 progress=None, on_batch=None, on_start=None) -> str:
     """Simulate ``x`` (N, *input_shape) in batches and write the results file ``out``; returns its path.
@@ -296,6 +320,8 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
     check_batch(net, np.asarray(x[:1]))
     if y is not None and len(y) != n:
         raise ShapeError(f"{len(y)} labels for {n} samples")
+    check_data(x, y, net.readout.size, opts.allow_nonfinite)
+    check_run_memory(net, plan.max_steps, min(opts.batch_size, n), plan.record, plan.wake, opts.memory_budget)
     layout = run_layout(net, n, opts, y is not None)
     cfg = run_config(net, plan, sleep, opts, engine, info or {})
     writer = ResultsWriter(out, layout, cfg, resume=resume, ignore=RESUME_IGNORE)

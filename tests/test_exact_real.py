@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from evsnn import engine
 from evsnn.convert import convert
-from evsnn.errors import ConversionError
+from evsnn.errors import ConversionError, FormatError
 from evsnn.ir import ann as A
 from evsnn.ir import drive as DR
 from evsnn.reference import ann_levels
@@ -285,7 +285,7 @@ def test_network_file_keeps_the_rounding_and_older_files_read_as_floor(tmp_path)
     np.testing.assert_array_equal(engine.simulate(back, x).counts["a"], np.clip(np.floor(x + 0.5), 0, 7))
     with h5py.File(path, "r+") as f:
         f["populations"][sorted(f["populations"])[0]].attrs["rounding"] = "half_up"
-    with pytest.raises(ConversionError, match="unknown rounding 'half_up'"):
+    with pytest.raises(FormatError, match="unknown rounding 'half_up'"):
         load_network(path)
 
 

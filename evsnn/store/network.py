@@ -13,11 +13,14 @@ import dataclasses
 import json
 import os
 
+import h5py
 import numpy as np
 
 from evsnn.errors import FormatError
 from evsnn.ir import snn as S
 from evsnn.store.files import atomic_h5, open_h5
+from evsnn.validate import network as V
+from evsnn.validate.hdf5 import check_tree
 
 FORMAT = "evsnn-network"
 VERSION = 1
@@ -35,27 +38,6 @@ def _put(group, obj) -> None:
             group.attrs[f.name] = _NONE
         else:
             group.attrs[f.name] = val
-
-
-def _get(group, cls, none_fields=()):
-    kw = {}
-    for f in dataclasses.fields(cls):
-        if f.name in group:
-            kw[f.name] = group[f.name][()]
-        elif f.name in group.attrs:
-            v = group.attrs[f.name]
-            if isinstance(v, bytes):
-                v = v.decode()
-            elif isinstance(v, np.ndarray):
-                v = tuple(int(i) for i in v)
-            elif isinstance(v, np.integer):
-                v = None if (f.name in none_fields and v == _NONE) else int(v)
-            elif isinstance(v, np.floating):
-                v = float(v)
-            elif isinstance(v, np.bool_):
-                v = bool(v)
-            kw[f.name] = v
-    return cls(**kw)
 
 
 def _in_order(group) -> list[str]:
@@ -94,33 +76,49 @@ def save_network(net: S.Network, path: str | os.PathLike, source: dict | None = 
 
 
 def load_network(path: str | os.PathLike) -> S.Network:
-    """Read a network file; FormatError for anything that is not a readable evsnn-network file."""
+    """Read a network file; FormatError for anything that is not a valid evsnn-network file.
+
+    The file is checked as untrusted HDF5 (:mod:`evsnn.validate.hdf5`), every field's type on
+    reading and the whole network against its declared structure
+    (:func:`evsnn.validate.network.check_network`) before anything simulates it.
+    """
+    path = os.fspath(path)
     with open_h5(path, FORMAT, (VERSION,)) as f:
+        check_tree(f, path)
         try:
-            # drive_scale: absent in files older than drives (their biases are per-step currents)
-            pops = [_get(f["populations"][k], S.Population, ("levels", "drive_scale"))
+            for g in ("populations", "projections", "readout"):
+                if not isinstance(f.get(g), h5py.Group):
+                    raise FormatError(f"{path}: damaged evsnn-network file (no group /{g})")
+            # drive_scale, rounding: absent in older files (per-step bias currents; floor rounding)
+            pops = [S.Population(**V.read_fields(f["populations"][k], S.Population, path, ("levels", "drive_scale")))
                     for k in _in_order(f["populations"])]
             prs = []
             for k in _in_order(f["projections"]):
                 g = f["projections"][k]
-                kind = g.attrs["kind"]
-                kind = kind.decode() if isinstance(kind, bytes) else kind
+                kind = V.root_attr(g, "kind", path, "str") if "kind" in g.attrs else None
                 if kind not in PROJECTION_KINDS:
-                    raise FormatError(f"{path}: unknown projection kind {kind!r}")
-                prs.append(_get(g, PROJECTION_KINDS[kind]))
-            readout = _get(f["readout"], S.Readout)
-            attrs = {k: (int(f.attrs[k]) if int(f.attrs[k]) != _NONE else None)
-                     for k in ("levels", "bits", "default_wake")}
-            net = S.Network(tuple(int(i) for i in f.attrs["input_shape"]), pops, prs, readout,
-                            str(f.attrs["preset"]), str(f.attrs["input_mode"]), attrs["levels"], attrs["bits"],
-                            attrs["default_wake"], json.loads(f.attrs["meta"]))
-            if "default_sleep" in f.attrs:
+                    raise FormatError(f"{path}: {g.name}: unknown projection kind {kind!r}; "
+                                      f"known: {', '.join(PROJECTION_KINDS)}")
+                prs.append(PROJECTION_KINDS[kind](**V.read_fields(g, PROJECTION_KINDS[kind], path)))
+            readout = S.Readout(**V.read_fields(f["readout"], S.Readout, path))
+            attrs = {k: V.root_attr(f, k, path, "int?") for k in ("levels", "bits", "default_wake")}
+            meta_text = V.root_attr(f, "meta", path, "str")
+            try:
+                meta = json.loads(meta_text)
+            except (ValueError, RecursionError) as e:
+                raise FormatError(f"{path}: root attribute meta is not valid JSON ({str(e)[:60]})") from None
+            net = S.Network(V.root_attr(f, "input_shape", path, "shape"), pops, prs, readout,
+                            V.root_attr(f, "preset", path, "str"), V.root_attr(f, "input_mode", path, "str"),
+                            attrs["levels"], attrs["bits"], attrs["default_wake"], meta)
+            if "default_sleep" in f.attrs:  # absent in older files: the preset's default
                 ds = f.attrs["default_sleep"]
-                net.default_sleep = ds.decode() if isinstance(ds, bytes) else (
-                    str(ds) if isinstance(ds, str) else int(ds))
-        except (KeyError, TypeError) as e:
-            raise FormatError(f"{path}: damaged evsnn-network file ({e})") from None
-    for p in net.populations:
-        p.shape = tuple(p.shape)
-    net.validate()
+                if isinstance(ds, (bytes, str, np.bytes_)):
+                    net.default_sleep = V.root_attr(f, "default_sleep", path, "str")
+                else:
+                    net.default_sleep = V.root_attr(f, "default_sleep", path, "int?")
+        except FormatError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, RuntimeError) as e:
+            raise FormatError(f"{path}: damaged evsnn-network file ({type(e).__name__}: {str(e)[:80]})") from None
+    V.check_network(net, path)
     return net

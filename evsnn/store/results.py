@@ -58,7 +58,9 @@ import h5py
 import numpy as np
 
 from evsnn.errors import FormatError
-from evsnn.store.files import check_writable, open_h5
+from evsnn.store.files import check_writable, lock_exclusive, note_write_failure, open_h5
+from evsnn.validate.hdf5 import check_tree
+from evsnn.validate.results import check_results
 
 FORMAT = "evsnn-results"
 PARTIAL_FORMAT = "evsnn-results-partial"
@@ -146,6 +148,20 @@ def _set_attrs(obj, d: dict) -> None:
         obj.attrs[k] = "" if v is None else v
 
 
+@contextlib.contextmanager
+def _quiet_h5():
+    """Keep h5py's reports of objects it cannot release after a failed write (one per object,
+    printed to sys.stderr while the error unwinds) off the terminal: the error is one line."""
+    import io
+    import sys
+
+    saved, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+
+
 class ResultsWriter:
     """Writes one results file batch by batch into its partial file (see the module docstring).
 
@@ -160,10 +176,19 @@ class ResultsWriter:
         self.layout = layout
         self.config = {k: ("" if v is None else v) for k, v in config.items()}
         self.resumed = self.done = False
-        if resume and os.path.exists(self.partial):
-            self._reopen(ignore)
-        else:
-            self._create()
+        self.f = None
+        self._lock = lock_exclusive(self.partial, self.path)  # a second writer to the same -o fails here
+        try:
+            if resume and os.fstat(self._lock).st_size > 0:
+                self._reopen(ignore)
+            else:
+                self._create()
+        except (OSError, RuntimeError) as e:
+            self.close()
+            raise self._failed(e) from None
+        except BaseException:
+            self.close()
+            raise
         nl = len(layout.layers)
         if self.done:
             self._ev_off = np.zeros(nl, dtype=np.int64)
@@ -174,9 +199,9 @@ class ResultsWriter:
     # -- opening
     def _create(self) -> None:
         lo = self.layout
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.partial)
-        f = self.f = h5py.File(self.partial, "w")
+        # truncate the locked file in place (removing it would drop the lock); HDF5's own
+        # file locking is off since our flock on this inode already excludes other writers
+        f = self.f = h5py.File(self.partial, "w", locking=False)
         f.attrs["format"] = PARTIAL_FORMAT
         f.attrs["format_version"] = VERSION
         f.attrs["batches_done"] = 0
@@ -236,10 +261,15 @@ class ResultsWriter:
 
     def _reopen(self, ignore) -> None:
         try:
-            f = h5py.File(self.partial, "r+")
-        except OSError:
+            f = h5py.File(self.partial, "r+", locking=False)
+        except (OSError, RuntimeError, ValueError):
             raise FormatError(f"{self.partial}: the unfinished run's file is damaged; run again without --resume")
         self.f = f
+        try:
+            check_tree(f, self.partial, check_sizes=False)
+        except FormatError:
+            f.close()
+            raise
         fmt = _plain(f.attrs.get("format"))
         complete = fmt == FORMAT and int(f.attrs.get("format_version", -1)) == VERSION
         if not complete and (fmt != PARTIAL_FORMAT or int(f.attrs.get("format_version", -1)) != VERSION
@@ -264,6 +294,21 @@ class ResultsWriter:
         self.start_batch = int(f.attrs["batches_done"])
         self.resumed = True
 
+    # -- write errors
+    def _failed(self, exc: BaseException) -> FormatError:
+        """A write to the partial file failed (disk full, I/O error, file size limit): one line.
+
+        Nothing is renamed to the final name; the partial file stays (``--resume`` reuses it if
+        its last committed batch survived, else asks to start over). HDF5 is left alone
+        afterwards: the CLI exits without its shutdown (see ``store.files.WRITE_FAILED``).
+        """
+        note_write_failure(exc)
+        msg = str(exc)
+        reason = ("disk full" if "No space" in msg or "errno = 28" in msg else
+                  "file size limit reached" if "errno = 27" in msg or "too large" in msg.lower() else
+                  msg.splitlines()[0].split(" (")[0] if msg else type(exc).__name__)
+        return FormatError(f"cannot write {self.partial}: {reason}; nothing was written to {self.path}")
+
     # -- writing
     @property
     def samples_done(self) -> int:
@@ -271,6 +316,13 @@ class ResultsWriter:
 
     def write_batch(self, b: int, res, y=None) -> None:
         """Write batch ``b`` (samples b·batch_size …) from a SimResult and commit it."""
+        try:
+            with _quiet_h5():
+                self._write_batch(b, res, y)
+        except (OSError, RuntimeError) as e:
+            raise self._failed(e) from None
+
+    def _write_batch(self, b: int, res, y=None) -> None:
         lo, f = self.layout, self.f
         start = b * lo.batch_size
         n, steps = res.readout.shape[0], res.readout.shape[1]
@@ -373,6 +425,15 @@ class ResultsWriter:
 
         ``energy``: {"attrs": {...}, "profiles": {name: {...}}, "ann": {node: {macs, adds, outputs}}}.
         """
+        try:
+            with _quiet_h5():
+                return self._finish(energy)
+        except (OSError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "before every batch" in str(e):
+                raise
+            raise self._failed(e) from None
+
+    def _finish(self, energy: dict | None = None) -> str:
         if self.done:
             os.replace(self.partial, self.path)
             return self.path
@@ -425,9 +486,14 @@ class ResultsWriter:
         return self.path
 
     def close(self) -> None:
-        """Close the partial file (kept for ``resume``)."""
+        """Close the partial file (kept for ``resume``) and release its lock."""
         with contextlib.suppress(Exception):
-            self.f.close()
+            if self.f is not None:
+                self.f.close()
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock)
 
 
 def accuracy_curve(f: h5py.File, chunk_rows: int | None = None) -> np.ndarray:
@@ -444,8 +510,19 @@ def accuracy_curve(f: h5py.File, chunk_rows: int | None = None) -> np.ndarray:
 
 
 def open_results(path: str | os.PathLike) -> h5py.File:
-    """Open a results file for reading; FormatError if it is not one this version reads."""
-    return open_h5(path, FORMAT, (VERSION,))
+    """Open a results file for reading; FormatError if it is not one this version reads.
+
+    The file is checked as untrusted HDF5 and against the results layout
+    (:mod:`evsnn.validate.results`) before the caller reads anything.
+    """
+    f = open_h5(path, FORMAT, (VERSION,))
+    try:
+        check_tree(f, os.fspath(path))
+        check_results(f, os.fspath(path))
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def layer_groups(f: h5py.File):
