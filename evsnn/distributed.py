@@ -100,7 +100,7 @@ def connect(spec: str, timeout: float | None = None):
     kind, n = parse_scheduler(spec)
     distributed = _distributed()
     if kind == "local":
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                       silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
             yield client
         return
@@ -218,7 +218,7 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
     def submit(b):
         xb = np.asarray(x[b * bs:(b + 1) * bs])
         f = client.submit(run_batch, net_f, digest, b, xb, wopts, sleep, engine, pure=False, priority=-b)
-        inflight[f.key] = (f, b)
+        inflight[f.key] = (f, b, net_f)
         done.add(f)
 
     try:
@@ -233,11 +233,15 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
                     stats.setdefault("warm_up_s", {})[who[0]] = f.result()
                 f.release()
                 continue
-            _, b = inflight.pop(f.key)
-            if f.status == "cancelled" and net_f.status != "finished" and rescattered < MAX_RESCATTER:
-                # every copy of the scattered network was lost (all workers died): send it again
-                rescattered += 1
-                net_f = client.scatter(net, broadcast=True, hash=False)
+            _, b, used = inflight.pop(f.key)
+            if f.status == "cancelled" and used.status != "finished":
+                # every copy of the scattered network was lost (all workers died): send it again, once per loss
+                if used is net_f:
+                    if rescattered == MAX_RESCATTER:
+                        raise SchedulerError(f"the cluster lost every copy of the network {MAX_RESCATTER + 1} "
+                                             "times (all workers died); run again with --resume")
+                    rescattered += 1
+                    net_f = client.scatter(net, broadcast=True, hash=False)
                 submit(b)
                 continue
             rb, res = f.result()  # re-raises the task's exception
@@ -247,7 +251,7 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
                 submit(nxt)
             yield rb, res
     finally:
-        left = [f for f, _ in inflight.values()] + [f for f in warm if f.status == "pending"]
+        left = [f for f, _, _ in inflight.values()] + [f for f in warm if f.status == "pending"]
         if left:
             with contextlib.suppress(Exception):
                 client.cancel(left)
