@@ -32,7 +32,10 @@ Decisions:
   (``distributed.scheduler.allowed-failures`` times, default 3); if every copy of
   the scattered network is lost (all workers died at once), it is scattered again
   (at most ``MAX_RESCATTER`` times). A stopped client (Ctrl-C) cancels its tasks;
-  the partial file is resumable.
+  the partial file is resumable. While the client waits for batches it polls (every
+  ``POLL_S``) instead of blocking in dask's ``as_completed``, and SIGINT only sets a flag there:
+  a KeyboardInterrupt raised inside dask's waiting loop tends to land in a weakref callback,
+  where Python prints and ignores it. Elsewhere (writing a batch) SIGINT raises as usual.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -49,6 +54,8 @@ from evsnn.errors import EvsnnError
 
 #: How often a run scatters its network again after every copy of it was lost.
 MAX_RESCATTER = 3
+#: Seconds between two looks at the completed batches while the client waits (and checks for Ctrl-C).
+POLL_S = 0.02
 _CACHE_SIZE = 4
 _prepared_cache: dict = {}  # worker side: (digest, engine, dtype) → prepared network
 
@@ -170,7 +177,12 @@ def run_batch(net, digest: str, b: int, xb, opts, sleep, engine: str):
 
 
 def warm_up(net, digest: str, x1, opts, sleep, engine: str) -> float:
-    """Task: pack the network and run one sample (loads or compiles the kernels); returns the seconds taken."""
+    """Task: pack the network and run one sample (loads or compiles the kernels); returns the seconds taken
+    (0 when this worker has already prepared the network: it is warm)."""
+    from evsnn.runner import get_simulator
+
+    if (digest, get_simulator(engine)[1], opts.dtype) in _prepared_cache:
+        return 0.0
     t0 = time.perf_counter()
     run_batch(net, digest, 0, x1, opts, sleep, engine)
     return time.perf_counter() - t0
@@ -211,9 +223,7 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
                           f"-{time.time_ns()}") for addr in workers]
     pending = iter(todo)
     inflight: dict = {}
-    done = distributed.as_completed()
-    for f in warm:
-        done.add(f)
+    done = distributed.as_completed(warm, loop=client.loop)  # this client's loop, not the default client's
 
     def submit(b):
         xb = np.asarray(x[b * bs:(b + 1) * bs])
@@ -221,12 +231,40 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
         inflight[f.key] = (f, b, net_f)
         done.add(f)
 
+    interrupted, waiting = [], [False]
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        if not waiting[0]:
+            raise KeyboardInterrupt
+
+    def completed():
+        while True:
+            if interrupted:
+                raise KeyboardInterrupt
+            ready = done.next_batch(block=False) if done.has_ready() else []
+            if ready:
+                for f in ready:
+                    if interrupted:  # (a terminal's Ctrl-C also stops the local workers: their tasks fail)
+                        raise KeyboardInterrupt
+                    yield f
+            elif done.is_empty():
+                return
+            else:
+                waiting[0] = True
+                try:
+                    time.sleep(POLL_S)
+                finally:
+                    waiting[0] = False
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     try:
         for b in pending:
             submit(b)
             if len(inflight) >= window:
                 break
-        for f in done:
+        for f in completed():
             if f.key not in inflight:  # a warm-up task
                 if f.status == "finished" and stats is not None:
                     who = client.who_has(f).get(f.key) or ("?",)
@@ -251,6 +289,8 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
                 submit(nxt)
             yield rb, res
     finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
         left = [f for f, _, _ in inflight.values()] + [f for f in warm if f.status == "pending"]
         if left:
             with contextlib.suppress(Exception):

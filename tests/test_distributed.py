@@ -125,6 +125,39 @@ def test_cli_interrupted_with_out_of_order_batches_resumes(client, tmp_path, mon
     assert_same_content(full, out, skip_config=CLUSTER_CONFIG)
 
 
+def test_sigint_to_a_running_cli_leaves_a_resumable_file(client, files_cli, slow):
+    """A real SIGINT to ``evsnn run --scheduler`` (a subprocess) while it waits for batches: exit 130, the
+    partial file holds whole batches only, and --resume completes it to the single-process file."""
+    import subprocess
+    import sys
+
+    tmp, net, data = files_cli
+    full, out = str(tmp / "full.h5"), str(tmp / "o.h5")
+    args = ["--batch-size", "2", "--record", "counts"]
+    ok(invoke(*run_args(net, data, full, *args)))
+    slow({"*": 1.0})  # 4 batches, at most 2 at a time: the run takes seconds after its partial file appears
+    cmd = [sys.executable, "-c", "from evsnn.cli import main; main()",
+           *run_args(net, data, out, *args, "--scheduler", client.scheduler.address)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(partial_path(out)) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert p.poll() is None, "the run ended before it could be interrupted: " + p.communicate()[1]
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "error: interrupted after" in err and "--resume" in err
+    assert not os.path.exists(out)
+    client.run(_unslow)
+    ok(invoke(*run_args(net, data, out, *args, "--scheduler", client.scheduler.address, "--resume")))
+    assert_same_content(full, out, skip_config=CLUSTER_CONFIG)
+
+
 def test_cli_local_cluster(files_cli):
     tmp, net, data = files_cli
     full, out = str(tmp / "full.h5"), str(tmp / "local.h5")

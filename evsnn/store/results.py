@@ -271,14 +271,14 @@ class ResultsWriter:
         todo = np.flatnonzero(~self._done)
         return int(todo[0]) if len(todo) else self.layout.n_batches
 
-    def _batch_rows(self, b: int) -> int:
-        lo = self.layout
-        return min(lo.batch_size, lo.n_samples - b * lo.batch_size)
-
     @property
     def samples_done(self) -> int:
         """Samples in the batches written so far."""
-        return sum(self._batch_rows(int(b)) for b in np.flatnonzero(self._done))
+        lo = self.layout
+        if not len(self._done):
+            return 0
+        short = lo.n_batches * lo.batch_size - lo.n_samples  # the last batch has this many fewer rows
+        return int(self._done.sum()) * lo.batch_size - (short if self._done[-1] else 0)
 
     def write_batch(self, b: int, res, y=None) -> None:
         """Write batch ``b`` (samples b·batch_size …) from a SimResult and commit it."""
