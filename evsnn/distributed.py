@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from concurrent.futures import CancelledError
 import logging
 import os
 import signal
@@ -195,12 +196,11 @@ def _workers(client) -> dict:
     return info["workers"]
 
 
-def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | None = None, stats: dict | None = None):
+def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | None = None):
     """Yield ``(b, SimResult)`` for the batches ``todo`` of ``x``, run as tasks on ``client``'s cluster,
     in completion order. Closing the generator cancels the tasks still running.
 
     ``window``: batches in flight at most (default: 2 × the cluster's worker threads, at least 4).
-    ``stats``: if given, filled with ``warm_up_s`` ({worker: seconds}) as the warm-up tasks finish.
     """
     distributed = _distributed()
     from evsnn.runner import network_digest
@@ -265,24 +265,23 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
             if len(inflight) >= window:
                 break
         for f in completed():
-            if f.key not in inflight:  # a warm-up task
-                if f.status == "finished" and stats is not None:
-                    who = client.who_has(f).get(f.key) or ("?",)
-                    stats.setdefault("warm_up_s", {})[who[0]] = f.result()
+            if f.key not in inflight:  # a warm-up task (a failure shows again in the batches)
                 f.release()
                 continue
             _, b, used = inflight.pop(f.key)
-            if f.status == "cancelled" and used.status != "finished":
-                # every copy of the scattered network was lost (all workers died): send it again, once per loss
+            try:
+                rb, res = f.result()  # re-raises the task's exception
+            except CancelledError:
+                # its network was lost (every worker holding a copy died; the client may learn it after the
+                # batch's cancellation) or the cluster dropped the task: scatter the network again, once per loss
                 if used is net_f:
                     if rescattered == MAX_RESCATTER:
-                        raise SchedulerError(f"the cluster lost every copy of the network {MAX_RESCATTER + 1} "
-                                             "times (all workers died); run again with --resume")
+                        raise SchedulerError(f"the cluster cancelled this run's batches {MAX_RESCATTER + 1} times "
+                                             "(workers lost with every copy of the network); run again with --resume")
                     rescattered += 1
                     net_f = client.scatter(net, broadcast=True, hash=False)
                 submit(b)
                 continue
-            rb, res = f.result()  # re-raises the task's exception
             f.release()
             nxt = next(pending, None)
             if nxt is not None:

@@ -91,10 +91,8 @@ def test_cli_interrupted_with_out_of_order_batches_resumes(client, tmp_path, mon
     x, y = small_data(13)  # 7 batches of 2 (the last of 1)
     data = str(tmp_path / "data.npz")
     np.savez(data, x=x, y=y)
-    graph = str(tmp_path / "net.tiny")
     from evsnn.store import save_network
     save_network(convert(small_graph(), "casc"), net)
-    del graph
     args = ["--batch-size", "2", "--record", "counts", "--record", "raster"]
     ok(invoke(*run_args(net, data, full, *args)))
     address = client.scheduler.address
