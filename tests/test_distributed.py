@@ -46,7 +46,13 @@ def _slow(delays: dict):
 
     def slow(sim, engine, net, x, opts, sleep, b):
         if len(x) > 1:
-            time.sleep(delays.get(b, delays.get("*", 0)))
+            d = delays.get(b, delays.get("*", 0))
+            if isinstance(d, str):  # a gate: wait (at most 120 s) until the test creates this file
+                deadline = time.monotonic() + 120
+                while not os.path.exists(d) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            else:
+                time.sleep(d)
         return real(sim, engine, net, x, opts, sleep, b)
 
     R.simulate_batch = slow
@@ -61,6 +67,8 @@ def _unslow():
 @pytest.fixture
 def slow(client):
     def apply(delays):
+        # a worker restarted by an earlier test may still be joining: patch every worker of the cluster
+        client.wait_for_workers(2, timeout=120)
         client.run(_slow, delays)
     yield apply
     client.run(_unslow)
@@ -96,11 +104,13 @@ def test_cli_interrupted_with_out_of_order_batches_resumes(client, tmp_path, mon
     args = ["--batch-size", "2", "--record", "counts", "--record", "raster"]
     ok(invoke(*run_args(net, data, full, *args)))
     address = client.scheduler.address
-    slow({0: 6.0})  # batch 0 finishes last: the others are written first
+    gate = str(tmp_path / "release-batch-0")
+    slow({0: gate})  # batch 0 waits until the interrupt: the others are written first
     real, writes = RS.ResultsWriter.write_batch, []
 
     def write_then_interrupt(self, b, res, yb=None):
         if len(writes) == 3:
+            open(gate, "w").close()
             raise KeyboardInterrupt
         writes.append(b)
         real(self, b, res, yb)
