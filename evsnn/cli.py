@@ -223,10 +223,16 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
 @click.option("--memory-budget", default=None, metavar="BYTES",
               help="most memory one batch's records may take, e.g. 2G (default: EVSNN_MEMORY_BUDGET or half "
                    "the machine's memory, at most 16G)")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+              help="run the batches as Dask tasks (needs the dask extra): ADDRESS of a running `dask scheduler` "
+                   "(tcp://host:8786), or local[:N] for N single-threaded worker processes on this machine "
+                   "(default N: the cores). The network is broadcast to every worker once and each batch's data "
+                   "travels with its task (no shared filesystem needed); results are written as batches complete "
+                   "and equal a single-process run's")
 @user_errors
 def run(network, data, output, preset, levels, calibrate, percentile, calibrate_samples, input_mode, wake, sleep,
         max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume, verify,
-        allow_nonfinite, memory_budget):
+        allow_nonfinite, memory_budget, scheduler):
     """Simulate NETWORK (a network file, or a model file with --preset) on DATA and write RESULTS.h5."""
     from evsnn import energy, runner
     from evsnn.paths import check_not_input, check_writable
@@ -235,6 +241,9 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
     check_writable(output)
     check_not_input(output, network, data_file(data), data_file(calibrate), *profiles)
     budget = parse_bytes(memory_budget, "--memory-budget") if memory_budget is not None else None
+    if scheduler is not None:
+        from evsnn.distributed import parse_scheduler
+        parse_scheduler(scheduler)
     sleep = parse_sleep(sleep)
     profs = tuple(energy.get_profile(p) for p in profiles)
     if preset is not None:
@@ -249,12 +258,16 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
                              seed=seed, batch_size=batch_size, engine=engine, threads=threads,
                              allow_inexact=allow_inexact, profiles=profs, dtype=dtype, verify=verify,
                              allow_nonfinite=allow_nonfinite, memory_budget=budget)
+    client = None
+    if scheduler is not None:  # closed (a local cluster shut down) when the command ends
+        from evsnn.distributed import connect
+        client = click.get_current_context().with_resource(connect(scheduler))
     state = {}
     t0 = time.perf_counter()
     try:
         with progress_bar(len(x), f"{net.preset} ({engine})", show=len(x) > batch_size) as bar:
             path = runner.run_to_file(net, x, y, output, opts, info, resume=resume, progress=bar.update,
-                                      on_start=lambda w, e: state.update(writer=w))
+                                      on_start=lambda w, e: state.update(writer=w), client=client)
     except KeyboardInterrupt:
         w = state.get("writer")
         done = w.samples_done if w is not None else 0
@@ -264,8 +277,9 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
     from evsnn.report import summarize
     s = summarize(path)
     acc = "" if s["final_accuracy"] is None else f", final accuracy {100 * s['final_accuracy']:.2f}%"
+    where = "" if client is None else f", {state['writer'].config.get('workers')} Dask workers"
     click.echo(f"wrote {path}: {s['samples']} samples, {s['steps']} steps{acc} "
-               f"({s['engine']} engine, {time.perf_counter() - t0:.1f} s)")
+               f"({s['engine']} engine{where}, {time.perf_counter() - t0:.1f} s)")
     from evsnn.report import verify_line
     if verify_line(s):
         click.echo(verify_line(s))

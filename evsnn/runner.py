@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,7 +35,8 @@ from evsnn.validate.limits import check_run_memory
 
 ENGINES = ("event", "reference")
 #: Config keys that may differ when a run is resumed (they do not change the results).
-RESUME_IGNORE = ("threads", "network_file", "source_file", "data", "calibrate", "evsnn_version")
+RESUME_IGNORE = ("threads", "network_file", "source_file", "data", "calibrate", "evsnn_version", "scheduler",
+                 "workers")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -224,6 +226,14 @@ def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
     return sim(net, x, **kw)
 
 
+def local_batches(sim, engine: str, net, x, todo, opts: RunOptions, sleep):
+    """Yield ``(b, result)`` for the batches ``todo``, simulated one after the other in this process."""
+    prepared = batch_network(engine, net, opts) if todo else net
+    for b in todo:
+        xb = np.asarray(x[b * opts.batch_size:(b + 1) * opts.batch_size])
+        yield b, simulate_batch(sim, engine, prepared, xb, opts, sleep, b)
+
+
 def run_layout(net: S.Network, n: int, opts: RunOptions, labels: bool) -> Layout:
     layers = [Layer(p.name, p.size, tuple(p.shape), p.model) for p in net.populations]
     if net.input_mode in ("rate", "events"):
@@ -294,13 +304,16 @@ def check_data(x, y, classes: int, allow_nonfinite: bool = False, what: str = "t
 
 
 def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | None = None, resume: bool = False,
-                progress=None, on_batch=None, on_start=None) -> str:
+                progress=None, on_batch=None, on_start=None, client=None) -> str:
     """Simulate ``x`` (N, *input_shape) in batches and write the results file ``out``; returns its path.
 
     ``info``: extra ``/config`` entries (files, sha256, data). ``progress(k)``
     is called with the number of samples each finished batch adds (and once
     with the samples already done when resuming); ``on_batch(start, result, y)``
     after each batch; ``on_start(writer, engine)`` before the first.
+
+    ``client``: a ``distributed.Client``; the batches then run as Dask tasks on its workers and are
+    written as they complete, in any order (see :mod:`evsnn.distributed`); the file is the same.
     """
     if opts.batch_size < 1:
         raise EvsnnError(f"--batch-size must be ≥ 1, got {opts.batch_size}")
@@ -324,22 +337,29 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
     check_run_memory(net, plan.max_steps, min(opts.batch_size, n), plan.record, plan.wake, opts.memory_budget)
     layout = run_layout(net, n, opts, y is not None)
     cfg = run_config(net, plan, sleep, opts, engine, info or {})
+    if client is not None:
+        from evsnn import distributed
+        cfg.update(distributed.cluster_config(client))
     writer = ResultsWriter(out, layout, cfg, resume=resume, ignore=RESUME_IGNORE)
     try:
         if on_start:
             on_start(writer, engine)
         if progress and writer.samples_done:
             progress(writer.samples_done)
-        prepared = batch_network(engine, net, opts) if writer.start_batch < layout.n_batches else net
-        for b in range(writer.start_batch, layout.n_batches):
-            s, e = b * opts.batch_size, min(n, (b + 1) * opts.batch_size)
-            yb = None if y is None else np.asarray(y[s:e])
-            res = simulate_batch(sim, engine, prepared, np.asarray(x[s:e]), opts, sleep, b)
-            writer.write_batch(b, res, yb)
-            if on_batch:
-                on_batch(s, res, yb)
-            if progress:
-                progress(e - s)
+        todo = writer.todo()
+        if client is not None:
+            results = distributed.map_batches(client, net, x, todo, opts, sleep, engine)
+        else:
+            results = local_batches(sim, engine, net, x, todo, opts, sleep)
+        with contextlib.closing(results):  # a distributed run cancels its tasks when stopped
+            for b, res in results:
+                s, e = b * opts.batch_size, min(n, (b + 1) * opts.batch_size)
+                yb = None if y is None else np.asarray(y[s:e])
+                writer.write_batch(b, res, yb)
+                if on_batch:
+                    on_batch(s, res, yb)
+                if progress:
+                    progress(e - s)
         totals = writer.totals()
         return writer.finish(None if totals is None else energy_summary(net, totals, n, plan.wake, opts.profiles))
     finally:

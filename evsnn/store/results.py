@@ -40,11 +40,16 @@ per-step spikes/SOPs/MACs are zero beyond its end.
 
 Writing: everything goes into ``.<file>.partial`` beside the output, renamed to the
 final name only when complete, so an interrupted run never leaves a truncated file
-under the final name. Each completed batch is committed (``batches_done`` root
-attribute, after its data and a flush); ``resume=True`` reopens the partial file,
-checks the configuration is the same, and continues after the last committed
-batch. Per-batch step sums live in ``/_batches`` until the end, so a resumed file
-has the same content as an uninterrupted one.
+under the final name. Each completed batch is committed (its flag in the done map
+``/_batches/done``, then the ``batches_done``/``samples_done`` counts, then a flush);
+``resume=True`` reopens the partial file, checks the configuration is the same, and
+runs the batches whose flag is not set. Batches may be written in any order (a
+distributed run writes them as they complete): every batch has fixed rows, and its
+raster events, appended in completion order, are put back in batch order when the
+file is finished (``/_batches/ev_start`` records where each batch's events start).
+Per-batch step sums live in ``/_batches`` until the end, so a resumed or out-of-order
+file has the same content as an uninterrupted in-order one. A partial file of an
+earlier evsnn (no done map) resumes too: its first ``batches_done`` batches are done.
 """
 
 from __future__ import annotations
@@ -167,7 +172,7 @@ class ResultsWriter:
 
     ``config``: flat dict of scalars for ``/config``; on resume every key except
     those in ``ignore`` must equal the stored one. After construction,
-    :attr:`start_batch` is the first batch still to run.
+    :meth:`todo` lists the batches still to run (:attr:`start_batch` is the first of them).
     """
 
     def __init__(self, path, layout: Layout, config: dict, resume: bool = False, ignore=()):
@@ -190,11 +195,12 @@ class ResultsWriter:
             self.close()
             raise
         nl = len(layout.layers)
-        if self.done:
-            self._ev_off = np.zeros(nl, dtype=np.int64)
+        self._ev_off = np.zeros(nl, dtype=np.int64)
+        if self.done or not layout.raster or not self._done.any():
             return
-        ev = self.f["_batches/events"][: self.start_batch] if layout.raster else np.zeros((0, nl), np.int64)
-        self._ev_off = ev.sum(axis=0).astype(np.int64) if len(ev) else np.zeros(nl, dtype=np.int64)
+        # events are appended in completion order; an interrupted batch's events can only be at the end
+        cnt, start = self.f["_batches/events"][()], self.f["_batches/ev_start"][()]
+        self._ev_off = (start + cnt)[self._done].max(axis=0).astype(np.int64)
 
     # -- opening
     def _create(self) -> None:
@@ -256,8 +262,10 @@ class ResultsWriter:
         b.create_dataset("input_macs", shape=(nb, 0), maxshape=(nb, None), dtype="i8", chunks=(1, 256))
         if lo.raster:
             b.create_dataset("events", shape=(nb, nl), dtype="i8")
+            b.create_dataset("ev_start", shape=(nb, nl), dtype="i8")
+        b.create_dataset("done", shape=(nb,), dtype="u1")
         f.flush()
-        self.start_batch = 0
+        self._done = np.zeros(nb, dtype=bool)
 
     def _reopen(self, ignore) -> None:
         try:
@@ -288,10 +296,17 @@ class ResultsWriter:
                                   "run again without --resume to start over")
         if complete:  # stopped between finishing and renaming: only the rename is left
             f.close()
-            self.done, self.start_batch, self.resumed = True, self.layout.n_batches, True
+            self._done = np.ones(self.layout.n_batches, dtype=bool)
+            self.done = self.resumed = True
             return
         _set_attrs(f["config"], {k: v for k, v in self.config.items() if k in ignore})
-        self.start_batch = int(f.attrs["batches_done"])
+        bt, nb = f["_batches"], self.layout.n_batches
+        if "done" not in bt:  # written by an evsnn without the done map: batches were written in order
+            bt.create_dataset("done", data=(np.arange(nb) < int(f.attrs["batches_done"])).astype(np.uint8))
+            if self.layout.raster:
+                cnt = np.where(bt["done"][()][:, None] > 0, bt["events"][()], 0)
+                bt.create_dataset("ev_start", data=np.cumsum(cnt, axis=0) - cnt)
+        self._done = bt["done"][()] > 0
         self.resumed = True
 
     # -- write errors
@@ -310,9 +325,24 @@ class ResultsWriter:
         return FormatError(f"cannot write {self.partial}: {reason}; nothing was written to {self.path}")
 
     # -- writing
+    def todo(self) -> list[int]:
+        """Indices of the batches not written yet, in increasing order."""
+        return [int(b) for b in np.flatnonzero(~self._done)]
+
+    @property
+    def start_batch(self) -> int:
+        """The first batch not written yet (``n_batches`` when all are)."""
+        todo = np.flatnonzero(~self._done)
+        return int(todo[0]) if len(todo) else self.layout.n_batches
+
     @property
     def samples_done(self) -> int:
-        return min(self.start_batch * self.layout.batch_size, self.layout.n_samples)
+        """Samples in the batches written so far."""
+        lo = self.layout
+        if not len(self._done):
+            return 0
+        short = lo.n_batches * lo.batch_size - lo.n_samples  # the last batch has this many fewer rows
+        return int(self._done.sum()) * lo.batch_size - (short if self._done[-1] else 0)
 
     def write_batch(self, b: int, res, y=None) -> None:
         """Write batch ``b`` (samples b·batch_size …) from a SimResult and commit it."""
@@ -363,10 +393,11 @@ class ResultsWriter:
                 self._write_events(g["events"], i, b, start, res.raster.get(ly.name))
         if lo.verify:
             self._write_verify(rows, res.verify)
-        f.attrs["batches_done"] = b + 1
-        f.attrs["samples_done"] = start + n
+        f["_batches/done"][b] = 1
+        self._done[b] = True
+        f.attrs["batches_done"] = int(self._done.sum())
+        f.attrs["samples_done"] = self.samples_done
         f.flush()
-        self.start_batch = b + 1
 
     def _write_verify(self, rows: slice, rep) -> None:
         vg = self.f["verify"]
@@ -394,7 +425,39 @@ class ResultsWriter:
                 ev[k].resize(off + cnt, axis=0)
                 ev[k][off:off + cnt] = arr
         self.f["_batches/events"][b, i] = cnt
+        self.f["_batches/ev_start"][b, i] = self._ev_off[i]
         self._ev_off[i] += cnt
+
+    def _events_in_batch_order(self, i: int, ev) -> None:
+        """Put layer ``i``'s events in batch order (they were appended as batches completed), resumably.
+
+        Sorted copies (``<column>.sorted``) are made first; once all are written, ``ev_start`` is set to the
+        in-order offsets (the commit), then each copy replaces its column. A rerun after a stop at any
+        point redoes the copy if it was not committed, else only the replacements left.
+        """
+        bt = self.f["_batches"]
+        cnt, start = bt["events"][:, i], bt["ev_start"][:, i]
+        total = int(cnt.sum())
+        in_order = np.cumsum(cnt) - cnt
+        keys = sorted({k.removesuffix(".sorted") for k in ev})
+        if not (np.array_equal(start, in_order) and int(self._ev_off[i]) == total):
+            for k in keys:
+                old = ev[k]
+                if k + ".sorted" in ev:
+                    del ev[k + ".sorted"]
+                new = ev.create_dataset(k + ".sorted", shape=(total,), maxshape=(None,), dtype=old.dtype,
+                                        chunks=(65536,), compression="gzip", compression_opts=1)
+                for b in np.flatnonzero(cnt):
+                    new[in_order[b]:in_order[b] + cnt[b]] = old[start[b]:start[b] + cnt[b]]
+            bt["ev_start"][:, i] = in_order
+            self._ev_off[i] = total
+            self.f.flush()
+        for k in keys:
+            if k + ".sorted" in ev:
+                if k in ev:
+                    del ev[k]
+                ev.move(k + ".sorted", k)
+            ev[k].resize(total, axis=0)
 
     # -- finishing
     def _batch_sums(self, k: str, steps: int) -> np.ndarray:
@@ -439,7 +502,7 @@ class ResultsWriter:
             return self.path
         lo, f = self.layout, self.f
         nb = lo.n_batches
-        if int(f.attrs["batches_done"]) != nb:
+        if not self._done.all():
             raise RuntimeError("finish() called before every batch was written")
         tot = self.totals()
         steps = tot["steps"]
@@ -458,8 +521,7 @@ class ResultsWriter:
             for k in ("spikes_pos", "spikes_neg", "sops"):
                 _replace(g, k, t[k])
             if lo.raster:
-                for k in g["events"]:
-                    g["events"][k].resize(int(self._ev_off[i]), axis=0)
+                self._events_in_batch_order(i, g["events"])
         if lo.labels:
             _replace(f, "accuracy", accuracy_curve(f))
         if energy is not None:
