@@ -90,12 +90,15 @@ def _check_attrs(obj, source: str) -> None:
                               f"more than the {fmt_bytes(cap)} evsnn reads")
 
 
-def check_tree(f: h5py.File, source: str, check_sizes: bool = True) -> None:
-    """Walk every link from the root and check every object (see the module docstring)."""
-    try:
-        file_bytes = os.fstat(f.id.get_vfd_handle()).st_size
-    except (OSError, ValueError, TypeError, AttributeError):
-        file_bytes = None
+def check_tree(f: h5py.File, source: str, check_sizes: bool = True, file_bytes: int | None = None) -> None:
+    """Walk every link from the root and check every object (see the module docstring).
+
+    ``file_bytes``: the file's real size, for files opened from memory (no descriptor to ask)."""
+    if file_bytes is None:
+        try:
+            file_bytes = os.fstat(f.id.get_vfd_handle()).st_size
+        except (OSError, ValueError, TypeError, AttributeError, RuntimeError):  # RuntimeError: in-memory file
+            file_bytes = None
     seen: set = set()
     todo = [f]
     try:

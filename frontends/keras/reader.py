@@ -43,11 +43,13 @@ import zipfile
 import h5py
 import numpy as np
 
-from evsnn.errors import ConversionError, FormatError
+from evsnn.errors import ConversionError, EvsnnError, FormatError
 from evsnn.frontends.keras import layers as KL
 from evsnn.frontends.keras import graph as G
 from evsnn.frontends.keras.graph import build_graph, check_classes
 from evsnn.ir import ann as A
+from evsnn.validate.files import check_zip_members, read_zip_member
+from evsnn.validate.hdf5 import check_tree, open_untrusted
 
 SUPPORTED = G.SUPPORTED
 _MODELS = ("Sequential", "Functional", "Model")
@@ -66,7 +68,7 @@ def _sniff(path: str) -> str | None:
         with zipfile.ZipFile(path) as z:
             if "config.json" not in z.namelist():
                 return None
-            cfg = json.loads(z.read("config.json"))
+            cfg = json.loads(read_zip_member(z, "config.json", path))
         return "keras" if isinstance(cfg, dict) and "class_name" in cfg else None
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as f:
@@ -142,18 +144,20 @@ def _parts(layer_group) -> dict[str, list[np.ndarray]]:
 
 def _read_keras(path: str) -> tuple[dict, object, dict]:
     with zipfile.ZipFile(path) as z:
+        check_zip_members(z, path)  # declared sizes capped before anything is decompressed
         names = z.namelist()
-        config = _json(z.read("config.json"), path)
+        config = _json(read_zip_member(z, "config.json", path), path)
         meta = {}
         if "metadata.json" in names:
-            meta = _json(z.read("metadata.json"), path)
+            meta = _json(read_zip_member(z, "metadata.json", path), path)
         if "model.weights.h5" not in names:
             raise FormatError(f"{path}: .keras archive without model.weights.h5 (found {names}); "
                               "evsnn reads archives written by model.save('x.keras')")
-        blob = z.read("model.weights.h5")
+        blob = read_zip_member(z, "model.weights.h5", path)
 
     def fill(specs):
         with h5py.File(io.BytesIO(blob), "r") as f:
+            check_tree(f, f"{path}:model.weights.h5", file_bytes=len(blob))  # no external storage/links, no unknown filters
             _v3_weights(f, specs)
 
     return config, fill, {"format": "keras-v3", "keras_version": str(meta.get("keras_version", ""))}
@@ -164,7 +168,7 @@ def _text(v) -> str:
 
 
 def _read_h5(path: str) -> tuple[dict, object, dict]:
-    with h5py.File(path, "r") as f:
+    with open_untrusted(path, "a Keras .h5 model") as f:
         config = _json(f.attrs["model_config"], path)
         version = _text(f.attrs.get("keras_version", ""))
         if "model_weights" not in f:
@@ -172,7 +176,7 @@ def _read_h5(path: str) -> tuple[dict, object, dict]:
                               "by model.save('x.h5')")
 
     def fill(specs):
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r") as f:  # checked by open_untrusted above
             mw = f["model_weights"]
             for spec in specs:
                 g = mw.get(spec.name)
@@ -329,11 +333,18 @@ def load(path) -> A.AnnGraph:
         raise FormatError(f"{path}: unreadable as {_KNOWN} ({e})") from None
     if kind is None:
         raise FormatError(f"{path}: not {_KNOWN}")
-    config, fill, meta = (_read_keras if kind == "keras" else _read_h5)(path)
+    try:
+        config, fill, meta = (_read_keras if kind == "keras" else _read_h5)(path)
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as e:
+        if isinstance(e, EvsnnError):
+            raise
+        raise FormatError(f"{path}: damaged {_KNOWN} ({type(e).__name__}: {str(e)[:100]})") from None
     specs, every, inp, out, name = model_specs(config)
     check_classes(specs)
     try:
         fill(every)
-    except (OSError, KeyError, ValueError) as e:
+    except EvsnnError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as e:
         raise FormatError(f"{path}: cannot read the model weights ({e})") from None
     return build_graph(specs, inp, out, name, meta)
