@@ -49,10 +49,10 @@ import os
 import re
 
 import numpy as np
-import scipy.sparse as sp
 
 from evsnn.errors import ConversionError, EvsnnError
 from evsnn.ir import snn as S
+from evsnn.ir.drive import dense_matrix
 from evsnn.store.files import write_bytes_atomic
 
 RATE_PRESETS = ("if", "qcfs", "deng-gu")
@@ -172,11 +172,10 @@ class _Builder:
             self.edge(pool, cur)
         elif pr.kind == "dense":
             src = self.flatten(src, key + ".pre")
-            n_pre, n_post = int(np.prod(pr.pre_shape)), int(np.prod(pr.post_shape))
-            w = sp.csr_matrix((pr.data, pr.indices, pr.indptr), shape=(n_pre, n_post)).T.toarray()
+            w = dense_matrix(pr).T.toarray()
             node = (nir.Linear(w, metadata=meta) if bias is None
                     else nir.Affine(w, np.asarray(bias, dtype=np.float64).reshape(-1), metadata=meta))
-            cur = self.add(key, node, (n_post,))
+            cur = self.add(key, node, (w.shape[0],))
             self.edge(src, cur)
         elif pr.kind == "identity":
             cur = self.add(key, nir.Scale(np.full(pre_shape, float(pr.weight)), metadata=meta), pre_shape)

@@ -115,10 +115,7 @@ def expected_levels(net: S.Network, x, wake: int | None = None, seed: int = 0) -
         else:
             X = X + np.asarray(p.bias, dtype=np.float64) * n_on
         cap = p.levels if net.preset == "bitserial" else min(wake, p.levels)
-        if p.rounding == "half_even":  # ties to even, as the population's neurons resolve them
-            levels[p.name] = np.clip(np.rint(X / p.threshold + (p.v0 - 0.5)), 0, cap)
-        else:
-            levels[p.name] = np.clip(np.floor(X / p.threshold + p.v0), 0, cap)
+        levels[p.name] = ops.round_levels(X / p.threshold, p.v0, cap, p.rounding)  # as the neurons resolve ties
     return levels
 
 

@@ -236,7 +236,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             if row[J_KIND] != K_NOOP:
                 row[J_KIND] = K_DENSE
             n_pre, n_post = row[J_NPRE], row[J_NPOST]
-            mat = sp.csr_matrix((pr.data, pr.indices, pr.indptr), shape=(n_pre, n_post))[perm_of(a)]
+            mat = DR.dense_matrix(pr)[perm_of(a)]
             mat = sp.csr_matrix((mat.data, inv_of(b)[mat.indices], mat.indptr), shape=(n_pre, n_post))
             mat.sort_indices()
             row[J_A + 0] = iput(mat.indptr)

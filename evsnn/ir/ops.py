@@ -66,13 +66,18 @@ def maxpool2d(x: np.ndarray, kernel, stride, pads=(0, 0, 0, 0)) -> np.ndarray:
     return windows(x, kernel, stride, pads, value=-np.inf).max(axis=(-1, -2))
 
 
-def quantize_levels(z: np.ndarray, levels: int, scale: float, phase: float, rounding: str = "floor") -> np.ndarray:
-    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64.
-
-    ``rounding="half_even"``: clip(rint(z·L/λ + φ − ½), 0, L) (ties to even)."""
+def round_levels(y: np.ndarray, phase: float, cap, rounding: str = "floor") -> np.ndarray:
+    """Integer level of a value ``y`` in level units: clip(floor(y + φ), 0, cap) as float64, or with
+    ``rounding="half_even"`` clip(rint(y + φ − ½), 0, cap) (ties to even). The one rounding rule of the
+    ANN's quantizer (:func:`quantize_levels`) and of the verification oracle."""
     if rounding == "half_even":
-        return np.clip(np.rint(z * (levels / scale) + (phase - 0.5)), 0, levels)
-    return np.clip(np.floor(z * (levels / scale) + phase), 0, levels)
+        return np.clip(np.rint(y + (phase - 0.5)), 0, cap)
+    return np.clip(np.floor(y + phase), 0, cap)
+
+
+def quantize_levels(z: np.ndarray, levels: int, scale: float, phase: float, rounding: str = "floor") -> np.ndarray:
+    """Integer level clip(floor(z·L/λ + φ), 0, L) as float64 (see :func:`round_levels` for half_even)."""
+    return round_levels(z * (levels / scale), phase, levels, rounding)
 
 
 def eval_node(node: ann.Node, ins: list[np.ndarray]) -> np.ndarray:
