@@ -32,7 +32,7 @@ from evsnn.reference import simulate as ref_simulate  # noqa: E402
 from evsnn.reference.ann import ann_forward, ann_levels  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
-NAMES = ("hgq_digits", "hgq_mixed")
+NAMES = ("hgq_digits", "hgq_mixed", "hgq_groups")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 
@@ -140,6 +140,58 @@ def test_per_channel_and_pruned_widths_are_used():
     assert np.count_nonzero(np.diag(q["logits_iq_scale"].weight) == 0) > 0
 
 
+def test_grouped_and_depthwise_qconv2d_keep_groups_and_per_channel_steps():
+    """hgq_groups: depthwise (groups = 8) and grouped (groups = 4) QConv2D, both reading per-channel steps that
+    differ between channels (folded per group into the kernel); the exactness tests above cover their values."""
+    import keras
+    from keras import ops
+
+    graph, *_ = tool("hgq_groups")
+    assert graph.node("dw_preact").groups == 8 and graph.node("dw_preact").weight.shape == (8, 1, 3, 3)
+    assert graph.node("gconv_preact").groups == 4 and graph.node("gconv_preact").weight.shape == (8, 2, 3, 3)
+    model = keras.models.load_model(FIXTURES / "hgq_groups.keras", compile=False)
+    for lname in ("dw", "gconv"):
+        f = ops.convert_to_numpy(model.get_layer(lname).iq.quantizer.f)
+        assert f.shape == (1, 1, 1, 8) and len(np.unique(f)) > 1, lname
+
+
+def test_convergent_rounding_is_half_even_and_ties_occur():
+    """RND_CONV (HGQ2: ops.round, ties to even) → QuantAct rounding="half_even" with φ = ½; RND stays a floor.
+    The fixture's inputs to these quantizers hit ties, where round-half-up would give other levels."""
+    import keras
+    from keras import ops
+
+    graph, x, _, levels = tool("hgq_groups")
+    assert {graph.node(f"{n}_iq").rounding for n in ("conv1", "dw", "logits")} == {"half_even"}
+    assert graph.node("gconv_iq").rounding == "floor"
+    assert all(graph.node(f"{n}_iq").phase == 0.5 for n in ("conv1", "dw", "gconv", "logits"))
+    model = keras.models.load_model(FIXTURES / "hgq_groups.keras", compile=False)
+    xk = x.transpose(0, 2, 3, 1)
+    ties = 0
+    for lname in ("conv1", "dw", "logits"):
+        lay = model.get_layer(lname)
+        v = keras.Model(model.inputs, lay.input).predict(xk, verbose=0) if lname != "conv1" else xk
+        f = ops.convert_to_numpy(ops.broadcast_to(lay.iq.quantizer.f, (1,) + v.shape[1:]))
+        y = v.astype(np.float64) * 2.0 ** f
+        hi = ops.convert_to_numpy(ops.broadcast_to(lay.iq.quantizer.i, (1,) + v.shape[1:])) + f
+        tie = (y - np.floor(y) == 0.5) & (np.floor(y) % 2 == 0) & (y < 2.0 ** hi - 1)  # half-up would differ
+        ties += int(tie.sum())
+    print(f"hgq_groups: {ties} half-even ties below the top level")
+    assert ties > 0
+
+
+def test_different_level_counts_per_channel_of_a_grouped_conv_are_refused(tmp_path):
+    def widths(h):
+        g = h["layers/q_conv2d_2/iq/quantizer/vars"]  # gconv's iq: i, f, k of shape (1, 1, 1, 8)
+        i = g["0"][()]
+        i[..., 3] += 1  # channel 3 gets i+f = 4 (L = 15) instead of 3
+        g["0"][...] = i
+    path = rewrite("hgq_groups", tmp_path, weights=widths)
+    with pytest.raises(ConversionError, match=r"^layer 'gconv' \(QConv2D\): iq quantizer: neurons have different "
+                                              r"bit widths i\+f = \[3, 4\].*per-neuron L is not supported"):
+        kfront.load(path)
+
+
 # ---------------------------------------------------------------- quantizer math vs hgq2's own
 
 @pytest.mark.parametrize("overflow", ["SAT", "SAT_SYM", "WRAP"])
@@ -194,7 +246,11 @@ def set_iq(name: str, **kw):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (set_iq("conv2", round_mode="RND_CONV"), r"round_mode 'RND_CONV' is not supported on activations.*TRN"),
+    (set_iq("conv2", round_mode="RND_MIN_INF"), r"round_mode 'RND_MIN_INF' is not supported on activations \(it "
+                                                r"rounds ties down.*supported: TRN \(floor\), RND \(round half up\), "
+                                                r"RND_CONV \(half to even\)"),
+    (set_iq("conv2", round_mode="S_RND_ZERO"), r"round_mode 'S_RND_ZERO' is not supported on activations"),
+    (set_iq("conv2", overflow_mode="WRAP_SM"), r"overflow_mode 'WRAP_SM' is not supported; supported: SAT, SAT_SYM"),
     (set_iq("conv2", q_type="float"), r"q_type='float' is not supported; supported: fixed-point 'kif', 'kbi'"),
     (set_iq("conv2", scaler=2.0), r"scaler=2.0 is not supported"),
     (lambda cfg: layer_cfg(cfg, "conv2").update(activation="tanh"), r"activation 'tanh' is not supported"),
@@ -278,7 +334,7 @@ def test_cli_reports_unsupported_quantizer_in_one_line(tmp_path):
 
     from evsnn.cli import cli
 
-    path = rewrite("hgq_digits", tmp_path, config=set_iq("conv2", round_mode="RND_CONV"))
+    path = rewrite("hgq_digits", tmp_path, config=set_iq("conv2", round_mode="RND_ZERO"))
     r = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "net.h5")])
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()

@@ -17,13 +17,15 @@ for activations), broadcast to the tensor.
   round-only shortcut for trainable WRAP weight quantizers), so the graph
   holds exactly the values HGQ2 computes with.
 - Activation quantizers become ``QuantAct`` nodes via :mod:`.qat` (see
-  :mod:`.fixed_point` for which ones: saturating, TRN/RND, unsigned or after a
-  ReLU, one L per layer). A fused ``activation='relu'`` followed by the next
-  layer's ``iq`` becomes a single population named ``<next layer>_iq``.
+  :mod:`.fixed_point` for which ones: saturating, TRN/RND/RND_CONV (half to
+  even), unsigned or after a ReLU, one L per layer). A fused
+  ``activation='relu'`` followed by the next layer's ``iq`` becomes a single
+  population named ``<next layer>_iq``.
 
-Layers: QConv2D, QDense, QMaxPooling2D/QAveragePooling2D/
-QGlobalAveragePooling2D (and their ``QMaxPool2D``… aliases) and the
-stand-alone ``Quantizer`` layer. hgq2 0.2.0 has no QDepthwiseConv2D.
+Layers: QConv2D (with Keras' ``groups``; groups = input channels is a
+depthwise convolution, as hgq2 0.2.0 has no QDepthwiseConv2D), QDense,
+QMaxPooling2D/QAveragePooling2D/QGlobalAveragePooling2D (and their
+``QMaxPool2D``… aliases) and the stand-alone ``Quantizer`` layer.
 Float (minifloat) quantizers, ``scaler``/``affine`` options and custom
 bit-width mappers are refused with a ConversionError naming the layer.
 """
