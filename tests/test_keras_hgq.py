@@ -32,7 +32,7 @@ from evsnn.reference import simulate as ref_simulate  # noqa: E402
 from evsnn.reference.ann import ann_forward, ann_levels  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
-NAMES = ("hgq_digits", "hgq_mixed", "hgq_groups")
+NAMES = ("hgq_digits", "hgq_mixed", "hgq_groups", "hgq_pool")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 
@@ -52,11 +52,15 @@ def tool(name: str):
     for key, info in graph.meta["quantizers"].items():
         lname, what = key.split("/")
         lay = model.get_layer(lname)
-        q = lay if what == "q" else getattr(lay, what)
+        if what.startswith("iq") and what != "iq":  # QAdd: input n's own quantizer
+            n = int(what[2:])
+            q, inp = lay.iq.quantizers[n], lay.input[n]
+        else:
+            q, inp = (lay if what == "q" else getattr(lay, what)), lay.input
         if what == "oq":
             v = keras.Model(model.inputs, lay.output).predict(xk, verbose=0)  # oq is the layer's last step
         else:
-            v = ops.convert_to_numpy(q(keras.Model(model.inputs, lay.input).predict(xk, verbose=0), training=False))
+            v = ops.convert_to_numpy(q(keras.Model(model.inputs, inp).predict(xk, verbose=0), training=False))
         f = ops.convert_to_numpy(ops.broadcast_to(q.quantizer.f, (1,) + v.shape[1:]))
         lv = v * 2.0 ** f
         if lv.ndim == 4:
@@ -178,6 +182,27 @@ def test_convergent_rounding_is_half_even_and_ties_occur():
         ties += int(tie.sum())
     print(f"hgq_groups: {ties} half-even ties below the top level")
     assert ties > 0
+
+
+def test_pools_and_residual_qadd_structure():
+    """hgq_pool: QAveragePooling2D (per-channel steps: an exact unscale before the AvgPool), a residual QAdd with
+    one quantizer per input, QGlobalAveragePooling2D; exactness is checked by the parametrized tests above."""
+    graph, *_ = tool("hgq_pool")
+    assert graph.node("add").kind == "add" and set(graph.node("add").inputs) == {"add_iq0", "add_iq1"}
+    assert graph.node("add_iq0").rounding == "floor" and graph.node("add_iq1").rounding == "half_even"
+    assert graph.node("pool1").kind == "avgpool" and graph.node("gap_pool").kind == "avgpool"
+    unscale = graph.node("pool1_iq_unscale").weight.reshape(-1)
+    assert len(np.unique(unscale)) == 3  # steps 2^-4, 2^-3, 2^-2 on one L = 15
+    assert {k.split("/")[1] for k in graph.meta["quantizers"] if k.startswith("add/")} == {"iq0", "iq1"}
+
+
+def test_qadd_with_wrong_number_of_quantizers_is_refused(tmp_path):
+    def one_conf(cfg):
+        c = layer_cfg(cfg, "add")
+        c["iq_confs"] = c["iq_confs"][:1]
+    path = rewrite("hgq_pool", tmp_path, config=one_conf)
+    with pytest.raises(ConversionError, match=r"^layer 'add' \(QAdd\): iq_confs holds 1 configs for 2 inputs"):
+        kfront.load(path)
 
 
 def test_different_level_counts_per_channel_of_a_grouped_conv_are_refused(tmp_path):

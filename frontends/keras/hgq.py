@@ -25,7 +25,8 @@ for activations), broadcast to the tensor.
 Layers: QConv2D (with Keras' ``groups``; groups = input channels is a
 depthwise convolution, as hgq2 0.2.0 has no QDepthwiseConv2D), QDense,
 QMaxPooling2D/QAveragePooling2D/QGlobalAveragePooling2D (and their
-``QMaxPool2D``… aliases) and the stand-alone ``Quantizer`` layer.
+``QMaxPool2D``… aliases), QAdd (one iq per input) and the stand-alone
+``Quantizer`` layer.
 Float (minifloat) quantizers, ``scaler``/``affine`` options and custom
 bit-width mappers are refused with a ConversionError naming the layer.
 """
@@ -42,9 +43,9 @@ from evsnn.frontends.keras.layers import Builder, LayerSpec, Tensor, fail
 Q_TYPES = ("kif", "kbi")
 
 
-def _conf(spec: LayerSpec, key: str) -> dict | None:
-    """The inner dict of a serialized QuantizerConfig at ``spec.config[key]`` (None if absent)."""
-    c = spec.config.get(key)
+def _conf(spec: LayerSpec, key: str, c=None) -> dict | None:
+    """The inner dict of a serialized QuantizerConfig at ``spec.config[key]`` or ``c`` (None if absent)."""
+    c = spec.config.get(key) if c is None else c
     if c is None:
         return None
     inner = c.get("config") if isinstance(c, dict) and "q_type" not in c else c
@@ -177,7 +178,35 @@ def quantizer_layer(b: Builder, spec: LayerSpec, xs) -> Tensor:
     return qat.apply_post(b, spec, y, post, "q")
 
 
+def qadd(b: Builder, spec: LayerSpec, xs) -> Tensor:
+    """HGQ2 QAdd: input n quantized by its own iq (``iq_confs``, variables at ``iq/quantizers/quantizer[_n]``,
+    recorded as ``<layer>/iq<n>``), then summed, then oq."""
+    if len(xs) < 2:
+        fail(spec, f"expects at least two inputs, got {len(xs)}")
+    confs = spec.config.get("iq_confs") if spec.config.get("enable_iq", True) else None
+    if isinstance(confs, dict) or confs is None:
+        confs = [confs] * len(xs)
+    if not isinstance(confs, list) or len(confs) != len(xs):
+        fail(spec, f"iq_confs holds {len(confs) if isinstance(confs, list) else confs!r} configs for "
+                   f"{len(xs)} inputs")
+    ys = []
+    for n, (x, c) in enumerate(zip(xs, confs)):
+        conf = _conf(spec, "iq_confs", c)
+        if conf is None or str(conf.get("q_type", "")).lower() == "dummy":
+            ys.append(x)
+            continue
+        what = f"iq{n}"
+        v = spec.parts.get("iq/quantizers/quantizer" + (f"_{n}" if n else "") + "/quantizer")
+        if v is not None:
+            spec.parts[f"{what}/quantizer"] = v
+        k, i, f = _kif(spec, what, conf)
+        y, post = qat.quantize(b, spec, x, what, k, i, f, conf["round_mode"], conf["overflow_mode"])
+        ys.append(qat.apply_post(b, spec, y, post, what))
+    return _finish(b, spec, KL.add(b, LayerSpec(spec.name, "Add", spec.config, spec.inputs), ys))
+
+
 CONVERTERS = {
+    "QAdd": qadd,
     "QConv2D": _linear("Conv2D", KL.conv2d),
     "QDense": _linear("Dense", KL.dense),
     "QMaxPooling2D": _plain("MaxPooling2D", KL.max_pool),
@@ -191,4 +220,4 @@ ALIASES = {"QMaxPool2D": "QMaxPooling2D", "QAvgPool2D": "QAveragePooling2D",
 
 def is_hgq(spec: LayerSpec) -> bool:
     """An HGQ2 layer config (it names quantizer configs, not QKeras quantizer strings)."""
-    return any(k in spec.config for k in ("iq_conf", "kq_conf", "oq_conf")) or spec.cls == "Quantizer"
+    return any(k in spec.config for k in ("iq_conf", "iq_confs", "kq_conf", "oq_conf")) or spec.cls == "Quantizer"
