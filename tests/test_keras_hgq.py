@@ -196,6 +196,29 @@ def test_pools_and_residual_qadd_structure():
     assert {k.split("/")[1] for k in graph.meta["quantizers"] if k.startswith("add/")} == {"iq0", "iq1"}
 
 
+def test_qbatchnorm_folds_hgq2_quantized_scale_and_offset_into_the_conv():
+    """bn2's kq/bq-quantized scale and offset (hgq2's own ``qscaler_and_qoffset``) are folded into conv2 exactly."""
+    import keras
+    from keras import ops
+
+    graph, *_ = tool("hgq_pool")
+    assert "bn2" not in {n.name for n in graph.nodes} and graph.meta["keras_layers"]["bn2"] == "conv2"
+    model = keras.models.load_model(FIXTURES / "hgq_pool.keras", compile=False)
+    qs, qo = (ops.convert_to_numpy(a).astype(np.float64) for a in model.get_layer("bn2").qscaler_and_qoffset)
+    conv = model.get_layer("conv2")
+    k, bias = (ops.convert_to_numpy(a).astype(np.float64) for a in (conv.qkernel, conv.qbias))
+    assert len(np.unique(qs)) > 1 and np.any(qo != 0)
+    node = graph.node("conv2")
+    np.testing.assert_array_equal(node.weight, (k * qs).transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(node.bias, bias * qs + qo)
+
+
+def test_qbatchnorm_on_another_axis_is_refused(tmp_path):
+    path = rewrite("hgq_pool", tmp_path, config=lambda cfg: layer_cfg(cfg, "bn2").update(axis=1))
+    with pytest.raises(ConversionError, match=r"^layer 'bn2' \(QBatchNormalization\): axis=1 is not supported"):
+        kfront.load(path)
+
+
 def test_qadd_with_wrong_number_of_quantizers_is_refused(tmp_path):
     def one_conf(cfg):
         c = layer_cfg(cfg, "add")

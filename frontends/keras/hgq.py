@@ -25,8 +25,8 @@ for activations), broadcast to the tensor.
 Layers: QConv2D (with Keras' ``groups``; groups = input channels is a
 depthwise convolution, as hgq2 0.2.0 has no QDepthwiseConv2D), QDense,
 QMaxPooling2D/QAveragePooling2D/QGlobalAveragePooling2D (and their
-``QMaxPool2D``… aliases), QAdd (one iq per input) and the stand-alone
-``Quantizer`` layer.
+``QMaxPool2D``… aliases), QAdd (one iq per input), QBatchNormalization and
+the stand-alone ``Quantizer`` layer.
 Float (minifloat) quantizers, ``scaler``/``affine`` options and custom
 bit-width mappers are refused with a ConversionError naming the layer.
 """
@@ -178,6 +178,35 @@ def quantizer_layer(b: Builder, spec: LayerSpec, xs) -> Tensor:
     return qat.apply_post(b, spec, y, post, "q")
 
 
+def qbatch_norm(b: Builder, spec: LayerSpec, xs) -> Tensor:
+    """HGQ2 QBatchNormalization at inference: iq → x·kq(s) + bq(β − μ·s), s = γ/√(σ² + ε), computed in float32 as
+    hgq2 does (γ = 1 without ``scale``; β = 1 without ``center``, as hgq2 0.2.0 has it) → oq. The quantized
+    scale and offset become an exact per-channel affine, folded into the Conv/Dense before or after it where
+    the algebra allows (:mod:`.layers`), else kept as an exact depthwise node."""
+    x, post = quantize_act(b, spec, _one(spec, xs), "iq")
+    if post is not None:
+        x = qat.apply_post(b, spec, x, post, "iq")
+    cfg = spec.config
+    if not KL._channel_axis_ok(spec, x):
+        fail(spec, f"axis={cfg.get('axis')!r} is not supported; supported: the channel axis (-1)")
+    scaled, center = bool(cfg.get("scale", True)), bool(cfg.get("center", True))
+    n = int(scaled) + int(center) + 2
+    if len(spec.weights) != n:
+        fail(spec, f"expected {n} weight arrays (gamma, beta, moving mean and variance as configured), the file "
+                   f"holds {len(spec.weights)}")
+    w = [np.asarray(a, dtype=np.float32) for a in spec.weights]
+    gamma = w.pop(0) if scaled else np.float32(1.0)
+    beta = w.pop(0) if center else np.float32(1.0)
+    mean, var = w
+    if mean.shape != (x.shape[0],) or var.shape != mean.shape:
+        fail(spec, f"statistics of shape {mean.shape} for {x.shape[0]} channels")
+    scale = gamma / np.sqrt(var + np.float32(cfg.get("epsilon", 1e-3)))
+    offset = beta - mean * scale
+    qscale = quantize_weights(spec, "kq", np.broadcast_to(scale, mean.shape).astype(np.float64))
+    qoffset = quantize_weights(spec, "bq", np.broadcast_to(offset, mean.shape).astype(np.float64))
+    return _finish(b, spec, KL._affine(b, spec.name, x, qscale, qoffset))
+
+
 def qadd(b: Builder, spec: LayerSpec, xs) -> Tensor:
     """HGQ2 QAdd: input n quantized by its own iq (``iq_confs``, variables at ``iq/quantizers/quantizer[_n]``,
     recorded as ``<layer>/iq<n>``), then summed, then oq."""
@@ -207,6 +236,7 @@ def qadd(b: Builder, spec: LayerSpec, xs) -> Tensor:
 
 CONVERTERS = {
     "QAdd": qadd,
+    "QBatchNormalization": qbatch_norm,
     "QConv2D": _linear("Conv2D", KL.conv2d),
     "QDense": _linear("Dense", KL.dense),
     "QMaxPooling2D": _plain("MaxPooling2D", KL.max_pool),
