@@ -435,3 +435,15 @@ def test_wrap_weight_quantizers_match_hgq2(tmp_path, q_type, rnd):
     model.save(path)
     x = np.random.default_rng(1).integers(0, 16, (64, 12)).astype(np.float32) / 8
     np.testing.assert_allclose(ann_forward(kfront.load(path), x), model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_qbatchnorm_with_wrong_statistics_shape_is_refused(tmp_path):
+    def short(h):
+        g = h["layers/q_batch_normalization/vars"]
+        mean = g["2"][()]
+        del g["2"]
+        g["2"] = mean[:5]
+    path = rewrite("hgq_pool", tmp_path, weights=short)
+    with pytest.raises(ConversionError, match=r"^layer 'bn2' \(QBatchNormalization\): weights of shapes .* for 8 "
+                                              r"channels"):
+        kfront.load(path)

@@ -195,12 +195,15 @@ def qbatch_norm(b: Builder, spec: LayerSpec, xs) -> Tensor:
         fail(spec, f"expected {n} weight arrays (gamma, beta, moving mean and variance as configured), the file "
                    f"holds {len(spec.weights)}")
     w = [np.asarray(a, dtype=np.float32) for a in spec.weights]
+    if any(a.shape != (x.shape[0],) for a in w):
+        fail(spec, f"weights of shapes {[a.shape for a in w]} for {x.shape[0]} channels")
+    eps = cfg.get("epsilon", 1e-3)
+    if not isinstance(eps, (int, float)) or not eps >= 0:
+        fail(spec, f"epsilon={eps!r} is not a number >= 0")
     gamma = w.pop(0) if scaled else np.float32(1.0)
     beta = w.pop(0) if center else np.float32(1.0)
     mean, var = w
-    if mean.shape != (x.shape[0],) or var.shape != mean.shape:
-        fail(spec, f"statistics of shape {mean.shape} for {x.shape[0]} channels")
-    scale = gamma / np.sqrt(var + np.float32(cfg.get("epsilon", 1e-3)))
+    scale = gamma / np.sqrt(var + np.float32(eps))
     offset = beta - mean * scale
     qscale = quantize_weights(spec, "kq", np.broadcast_to(scale, mean.shape).astype(np.float64))
     qoffset = quantize_weights(spec, "bq", np.broadcast_to(offset, mean.shape).astype(np.float64))
