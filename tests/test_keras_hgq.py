@@ -211,6 +211,12 @@ def test_qbatchnorm_folds_hgq2_quantized_scale_and_offset_into_the_conv():
     node = graph.node("conv2")
     np.testing.assert_array_equal(node.weight, (k * qs).transpose(3, 2, 0, 1))
     np.testing.assert_array_equal(node.bias, bias * qs + qo)
+    # bn1 sits between an average pool and a quantizer: nothing to fold into, it stays an exact per-channel node
+    qs1, qo1 = (ops.convert_to_numpy(a).astype(np.float64) for a in model.get_layer("bn1").qscaler_and_qoffset)
+    bn1 = graph.node("bn1")
+    assert bn1.kind == "conv" and bn1.groups == 8 and bn1.inputs == ("pool1",)
+    np.testing.assert_array_equal(bn1.weight.reshape(-1), qs1)
+    np.testing.assert_array_equal(bn1.bias, qo1)
 
 
 def test_qbatchnorm_on_another_axis_is_refused(tmp_path):
@@ -444,6 +450,6 @@ def test_qbatchnorm_with_wrong_statistics_shape_is_refused(tmp_path):
         del g["2"]
         g["2"] = mean[:5]
     path = rewrite("hgq_pool", tmp_path, weights=short)
-    with pytest.raises(ConversionError, match=r"^layer 'bn2' \(QBatchNormalization\): weights of shapes .* for 8 "
+    with pytest.raises(ConversionError, match=r"^layer 'bn1' \(QBatchNormalization\): weights of shapes .* for 8 "
                                               r"channels"):
         kfront.load(path)
