@@ -453,3 +453,27 @@ def test_qbatchnorm_with_wrong_statistics_shape_is_refused(tmp_path):
     with pytest.raises(ConversionError, match=r"^layer 'bn1' \(QBatchNormalization\): weights of shapes .* for 8 "
                                               r"channels"):
         kfront.load(path)
+
+
+@pytest.mark.parametrize("center, scale", [(False, False), (True, False), (False, True)])
+def test_qbatchnorm_without_center_or_scale_matches_hgq2(tmp_path, center, scale):
+    """hgq2 0.2.0 uses γ = 1 without ``scale`` and β = 1 (not 0) without ``center``; the graph does the same."""
+    pytest.importorskip("hgq")
+    import keras
+    from hgq.config import QuantizerConfig
+    from hgq.layers import QBatchNormalization, QDense
+
+    iq = QuantizerConfig("kif", "datalane", k0=False, i0=1, f0=3, round_mode="TRN", overflow_mode="SAT",
+                         homogeneous_axis=(0, 1))
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((12,)), QDense(6, iq_conf=iq, name="d"),
+                              QBatchNormalization(center=center, scale=scale, enable_iq=False, name="bn")])
+    bn, rng = model.get_layer("bn"), np.random.default_rng(4)
+    bn.moving_mean.assign(rng.normal(0, 0.5, 6).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.3, 2.0, 6).astype(np.float32))
+    path = tmp_path / "bn.keras"
+    model.save(path)
+    graph = kfront.load(path)
+    assert "bn" not in {n.name for n in graph.nodes}  # folded into the Dense
+    x = rng.integers(0, 16, (64, 12)).astype(np.float32) / 8
+    np.testing.assert_allclose(ann_forward(graph, x), model.predict(x, verbose=0), rtol=0, atol=1e-5)
