@@ -312,17 +312,35 @@ def test_qdepthwise_snn_counts_equal_keras_levels(preset):
     np.testing.assert_array_equal(res.predictions, logits.argmax(1))
 
 
-def test_qdepthwise_unsupported_quantizer_names_layer(tmp_path):
+def edited_dw(tmp_path: Path, edit) -> Path:
+    """qkeras_dw.keras with ``edit({layer name: config})`` applied to its config."""
     with zipfile.ZipFile(FIXTURES / "qkeras_dw.keras") as z:
         files = {n: z.read(n) for n in z.namelist()}
     cfg = json.loads(files["config.json"])
-    dw = next(e["config"] for e in cfg["config"]["layers"] if e["config"]["name"] == "dw")
-    dw["depthwise_quantizer"]["class_name"] = "ternary"
+    edit({e["config"]["name"]: e["config"] for e in cfg["config"]["layers"]})
     files["config.json"] = json.dumps(cfg).encode()
     out = tmp_path / "dw.keras"
     with zipfile.ZipFile(out, "w") as z:
         for n, data in files.items():
             z.writestr(n, data)
+    return out
+
+
+def test_qdepthwise_fused_quantized_activation_equals_keras(tmp_path):
+    """QDepthwiseConv2D(activation=quantized_relu) → ``dw_preact`` grouped Conv + QuantAct ``dw``, same levels."""
+    def fuse(c):
+        c["dw"]["activation"] = {"class_name": "quantized_relu", "config": {"bits": 3, "integer": 1}}
+        c["act2"]["activation"] = "linear"
+    graph = kfront.load(edited_dw(tmp_path, fuse))
+    assert graph.node("dw").kind == "quant" and graph.node("dw").inputs == ("dw_preact",)
+    assert graph.node("dw_preact").groups == 8
+    x, _ = load_digits("test")
+    levels, _ = keras_dw_levels(x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(ann_levels(graph, x)["dw"], levels["act2"])
+
+
+def test_qdepthwise_unsupported_quantizer_names_layer(tmp_path):
+    out = edited_dw(tmp_path, lambda c: c["dw"]["depthwise_quantizer"].update(class_name="ternary"))
     with pytest.raises(ConversionError, match=r"^layer 'dw' \(QDepthwiseConv2D\): depthwise_quantizer quantizer "
                                               r"'ternary' is not supported"):
         kfront.load(out)
