@@ -139,7 +139,7 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
     below = _scaled(b, spec, what, base, shapes[base], pre) if pre is not None else None
     if below is not None:
         top = b.add(A.QuantAct(name, (below,), levels=q.levels, scale=q.scale, phase=q.phase,
-                                       rounding=q.rounding))
+                               rounding=q.rounding))
         for node in reversed(chain):
             top = _copy(b, node, top, name)
     else:
@@ -154,7 +154,7 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
                        "convolution shares one scale per channel; supported: per-channel or per-layer bit widths "
                        "on (H, W, C) maps, per-neuron ones on vectors")
         top = b.add(A.QuantAct(name, (at,), levels=q.levels, scale=q.scale, phase=q.phase,
-                                       rounding=q.rounding))
+                               rounding=q.rounding))
     b.quantizers[f"{spec.name}/{what}"] = {"node": name, "output": top,
                                            "hwc": list(x.hwc) if below is None and x.hwc else None}
     return Tensor(top, x.shape, x.hwc), graph_to_keras(q.post, x)
