@@ -32,7 +32,7 @@ from evsnn.reference import simulate as ref_simulate  # noqa: E402
 from evsnn.reference.ann import ann_forward, ann_levels  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
-NAMES = ("hgq_digits", "hgq_mixed")
+NAMES = ("hgq_digits", "hgq_mixed", "hgq_groups", "hgq_pool")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 
@@ -52,11 +52,15 @@ def tool(name: str):
     for key, info in graph.meta["quantizers"].items():
         lname, what = key.split("/")
         lay = model.get_layer(lname)
-        q = lay if what == "q" else getattr(lay, what)
+        if what.startswith("iq") and what != "iq":  # QAdd: input n's own quantizer
+            n = int(what[2:])
+            q, inp = lay.iq.quantizers[n], lay.input[n]
+        else:
+            q, inp = (lay if what == "q" else getattr(lay, what)), lay.input
         if what == "oq":
             v = keras.Model(model.inputs, lay.output).predict(xk, verbose=0)  # oq is the layer's last step
         else:
-            v = ops.convert_to_numpy(q(keras.Model(model.inputs, lay.input).predict(xk, verbose=0), training=False))
+            v = ops.convert_to_numpy(q(keras.Model(model.inputs, inp).predict(xk, verbose=0), training=False))
         f = ops.convert_to_numpy(ops.broadcast_to(q.quantizer.f, (1,) + v.shape[1:]))
         lv = v * 2.0 ** f
         if lv.ndim == 4:
@@ -140,6 +144,108 @@ def test_per_channel_and_pruned_widths_are_used():
     assert np.count_nonzero(np.diag(q["logits_iq_scale"].weight) == 0) > 0
 
 
+def test_grouped_and_depthwise_qconv2d_keep_groups_and_per_channel_steps():
+    """hgq_groups: depthwise (groups = 8) and grouped (groups = 4) QConv2D, both reading per-channel steps that
+    differ between channels (folded per group into the kernel); the exactness tests above cover their values."""
+    import keras
+    from keras import ops
+
+    graph, *_ = tool("hgq_groups")
+    assert graph.node("dw_preact").groups == 8 and graph.node("dw_preact").weight.shape == (8, 1, 3, 3)
+    assert graph.node("gconv_preact").groups == 4 and graph.node("gconv_preact").weight.shape == (8, 2, 3, 3)
+    model = keras.models.load_model(FIXTURES / "hgq_groups.keras", compile=False)
+    for lname in ("dw", "gconv"):
+        f = ops.convert_to_numpy(model.get_layer(lname).iq.quantizer.f)
+        assert f.shape == (1, 1, 1, 8) and len(np.unique(f)) > 1, lname
+
+
+def test_convergent_rounding_is_half_even_and_ties_occur():
+    """RND_CONV (HGQ2: ops.round, ties to even) → QuantAct rounding="half_even" with φ = ½; RND stays a floor.
+    The fixture's inputs to these quantizers hit ties, where round-half-up would give other levels."""
+    import keras
+    from keras import ops
+
+    graph, x, _, levels = tool("hgq_groups")
+    assert {graph.node(f"{n}_iq").rounding for n in ("conv1", "dw", "logits")} == {"half_even"}
+    assert graph.node("gconv_iq").rounding == "floor"
+    assert all(graph.node(f"{n}_iq").phase == 0.5 for n in ("conv1", "dw", "gconv", "logits"))
+    model = keras.models.load_model(FIXTURES / "hgq_groups.keras", compile=False)
+    xk = x.transpose(0, 2, 3, 1)
+    ties = 0
+    for lname in ("conv1", "dw", "logits"):
+        lay = model.get_layer(lname)
+        v = keras.Model(model.inputs, lay.input).predict(xk, verbose=0) if lname != "conv1" else xk
+        f = ops.convert_to_numpy(ops.broadcast_to(lay.iq.quantizer.f, (1,) + v.shape[1:]))
+        y = v.astype(np.float64) * 2.0 ** f
+        hi = ops.convert_to_numpy(ops.broadcast_to(lay.iq.quantizer.i, (1,) + v.shape[1:])) + f
+        tie = (y - np.floor(y) == 0.5) & (np.floor(y) % 2 == 0) & (y < 2.0 ** hi - 1)  # half-up would differ
+        ties += int(tie.sum())
+    print(f"hgq_groups: {ties} half-even ties below the top level")
+    assert ties > 0
+
+
+def test_pools_and_residual_qadd_structure():
+    """hgq_pool: QAveragePooling2D (per-channel steps: an exact unscale before the AvgPool), a residual QAdd with
+    one quantizer per input, QGlobalAveragePooling2D; exactness is checked by the parametrized tests above."""
+    graph, *_ = tool("hgq_pool")
+    assert graph.node("add").kind == "add" and set(graph.node("add").inputs) == {"add_iq0", "add_iq1"}
+    assert graph.node("add_iq0").rounding == "floor" and graph.node("add_iq1").rounding == "half_even"
+    assert graph.node("pool1").kind == "avgpool" and graph.node("gap_pool").kind == "avgpool"
+    unscale = graph.node("pool1_iq_unscale").weight.reshape(-1)
+    assert len(np.unique(unscale)) == 3  # steps 2^-4, 2^-3, 2^-2 on one L = 15
+    assert {k.split("/")[1] for k in graph.meta["quantizers"] if k.startswith("add/")} == {"iq0", "iq1"}
+
+
+def test_qbatchnorm_folds_hgq2_quantized_scale_and_offset_into_the_conv():
+    """bn2's kq/bq-quantized scale and offset (hgq2's own ``qscaler_and_qoffset``) are folded into conv2 exactly."""
+    import keras
+    from keras import ops
+
+    graph, *_ = tool("hgq_pool")
+    assert "bn2" not in {n.name for n in graph.nodes} and graph.meta["keras_layers"]["bn2"] == "conv2"
+    model = keras.models.load_model(FIXTURES / "hgq_pool.keras", compile=False)
+    qs, qo = (ops.convert_to_numpy(a).astype(np.float64) for a in model.get_layer("bn2").qscaler_and_qoffset)
+    conv = model.get_layer("conv2")
+    k, bias = (ops.convert_to_numpy(a).astype(np.float64) for a in (conv.qkernel, conv.qbias))
+    assert len(np.unique(qs)) > 1 and np.any(qo != 0)
+    node = graph.node("conv2")
+    np.testing.assert_array_equal(node.weight, (k * qs).transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(node.bias, bias * qs + qo)
+    # bn1 sits between an average pool and a quantizer: nothing to fold into, it stays an exact per-channel node
+    qs1, qo1 = (ops.convert_to_numpy(a).astype(np.float64) for a in model.get_layer("bn1").qscaler_and_qoffset)
+    bn1 = graph.node("bn1")
+    assert bn1.kind == "conv" and bn1.groups == 8 and bn1.inputs == ("pool1",)
+    np.testing.assert_array_equal(bn1.weight.reshape(-1), qs1)
+    np.testing.assert_array_equal(bn1.bias, qo1)
+
+
+def test_qbatchnorm_on_another_axis_is_refused(tmp_path):
+    path = rewrite("hgq_pool", tmp_path, config=lambda cfg: layer_cfg(cfg, "bn2").update(axis=1))
+    with pytest.raises(ConversionError, match=r"^layer 'bn2' \(QBatchNormalization\): axis=1 is not supported"):
+        kfront.load(path)
+
+
+def test_qadd_with_wrong_number_of_quantizers_is_refused(tmp_path):
+    def one_conf(cfg):
+        c = layer_cfg(cfg, "add")
+        c["iq_confs"] = c["iq_confs"][:1]
+    path = rewrite("hgq_pool", tmp_path, config=one_conf)
+    with pytest.raises(ConversionError, match=r"^layer 'add' \(QAdd\): iq_confs holds 1 configs for 2 inputs"):
+        kfront.load(path)
+
+
+def test_different_level_counts_per_channel_of_a_grouped_conv_are_refused(tmp_path):
+    def widths(h):
+        g = h["layers/q_conv2d_2/iq/quantizer/vars"]  # gconv's iq: i, f, k of shape (1, 1, 1, 8)
+        i = g["0"][()]
+        i[..., 3] += 1  # channel 3 gets i+f = 4 (L = 15) instead of 3
+        g["0"][...] = i
+    path = rewrite("hgq_groups", tmp_path, weights=widths)
+    with pytest.raises(ConversionError, match=r"^layer 'gconv' \(QConv2D\): iq quantizer: neurons have different "
+                                              r"bit widths i\+f = \[3, 4\].*per-neuron L is not supported"):
+        kfront.load(path)
+
+
 # ---------------------------------------------------------------- quantizer math vs hgq2's own
 
 @pytest.mark.parametrize("overflow", ["SAT", "SAT_SYM", "WRAP"])
@@ -194,7 +300,11 @@ def set_iq(name: str, **kw):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (set_iq("conv2", round_mode="RND_CONV"), r"round_mode 'RND_CONV' is not supported on activations.*TRN"),
+    (set_iq("conv2", round_mode="RND_MIN_INF"), r"round_mode 'RND_MIN_INF' is not supported on activations \(it "
+                                                r"rounds ties down.*supported: TRN \(floor\), RND \(round half up\), "
+                                                r"RND_CONV \(half to even\)"),
+    (set_iq("conv2", round_mode="S_RND_ZERO"), r"round_mode 'S_RND_ZERO' is not supported on activations"),
+    (set_iq("conv2", overflow_mode="WRAP_SM"), r"overflow_mode 'WRAP_SM' is not supported; supported: SAT, SAT_SYM"),
     (set_iq("conv2", q_type="float"), r"q_type='float' is not supported; supported: fixed-point 'kif', 'kbi'"),
     (set_iq("conv2", scaler=2.0), r"scaler=2.0 is not supported"),
     (lambda cfg: layer_cfg(cfg, "conv2").update(activation="tanh"), r"activation 'tanh' is not supported"),
@@ -278,7 +388,7 @@ def test_cli_reports_unsupported_quantizer_in_one_line(tmp_path):
 
     from evsnn.cli import cli
 
-    path = rewrite("hgq_digits", tmp_path, config=set_iq("conv2", round_mode="RND_CONV"))
+    path = rewrite("hgq_digits", tmp_path, config=set_iq("conv2", round_mode="RND_ZERO"))
     r = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "net.h5")])
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
@@ -331,3 +441,39 @@ def test_wrap_weight_quantizers_match_hgq2(tmp_path, q_type, rnd):
     model.save(path)
     x = np.random.default_rng(1).integers(0, 16, (64, 12)).astype(np.float32) / 8
     np.testing.assert_allclose(ann_forward(kfront.load(path), x), model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_qbatchnorm_with_wrong_statistics_shape_is_refused(tmp_path):
+    def short(h):
+        g = h["layers/q_batch_normalization/vars"]
+        mean = g["2"][()]
+        del g["2"]
+        g["2"] = mean[:5]
+    path = rewrite("hgq_pool", tmp_path, weights=short)
+    with pytest.raises(ConversionError, match=r"^layer 'bn1' \(QBatchNormalization\): weights of shapes .* for 8 "
+                                              r"channels"):
+        kfront.load(path)
+
+
+@pytest.mark.parametrize("center, scale", [(False, False), (True, False), (False, True)])
+def test_qbatchnorm_without_center_or_scale_matches_hgq2(tmp_path, center, scale):
+    """hgq2 0.2.0 uses γ = 1 without ``scale`` and β = 1 (not 0) without ``center``; the graph does the same."""
+    pytest.importorskip("hgq")
+    import keras
+    from hgq.config import QuantizerConfig
+    from hgq.layers import QBatchNormalization, QDense
+
+    iq = QuantizerConfig("kif", "datalane", k0=False, i0=1, f0=3, round_mode="TRN", overflow_mode="SAT",
+                         homogeneous_axis=(0, 1))
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((12,)), QDense(6, iq_conf=iq, name="d"),
+                              QBatchNormalization(center=center, scale=scale, enable_iq=False, name="bn")])
+    bn, rng = model.get_layer("bn"), np.random.default_rng(4)
+    bn.moving_mean.assign(rng.normal(0, 0.5, 6).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.3, 2.0, 6).astype(np.float32))
+    path = tmp_path / "bn.keras"
+    model.save(path)
+    graph = kfront.load(path)
+    assert "bn" not in {n.name for n in graph.nodes}  # folded into the Dense
+    x = rng.integers(0, 16, (64, 12)).astype(np.float32) / 8
+    np.testing.assert_allclose(ann_forward(graph, x), model.predict(x, verbose=0), rtol=0, atol=1e-5)

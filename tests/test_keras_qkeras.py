@@ -248,3 +248,99 @@ def test_qkeras_casc_and_bitserial_counts_equal_half_even_levels(preset):
         np.testing.assert_array_equal(res.values[name], lv[name], err_msg=name)
         np.testing.assert_array_equal(res.values[name], want[name], err_msg=name)
     np.testing.assert_array_equal(res.predictions, ann_forward(graph, x).argmax(1))
+
+
+# ---------------------------------------------------------------- QDepthwiseConv2D (qkeras_dw) against Keras itself
+
+def keras_dw_levels(x_nhwc: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """qkeras_dw as QKeras computes it: Keras' own Conv2D / DepthwiseConv2D / Dense layers carrying the
+    quantized_bits weights (from the .h5 file), np_quantized_relu between them; levels (N, C·H·W) in NCHW
+    order by QActivation name, and the logits."""
+    keras = pytest.importorskip("keras")
+    import h5py
+    from keras import layers as L
+
+    with h5py.File(FIXTURES / "qkeras_dw.h5") as f:
+        g = f["model_weights"]
+        w = {n: [np_quantized_bits(g[n][f"{n}/{k}:0"][()], 6, 0, 1, 1, 1) for k in ks]
+             for n, ks in (("conv1", ("kernel", "bias")), ("dw", ("depthwise_kernel", "bias")),
+                           ("logits", ("kernel", "bias")))}
+
+    def run(layer, x, weights):
+        layer.build(x.shape)
+        layer.set_weights(weights)
+        return keras.ops.convert_to_numpy(layer(x))
+
+    a1 = np_quantized_relu(run(L.Conv2D(8, 3, padding="same"), x_nhwc, w["conv1"]), 3, 1)
+    a2 = np_quantized_relu(run(L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2), a1, w["dw"]),
+                           3, 1)
+    logits = run(L.Dense(10), a2.reshape(len(a2), -1), w["logits"])
+    levels = {k: (a * 4.0).transpose(0, 3, 1, 2).reshape(len(a), -1) for k, a in (("act1", a1), ("act2", a2))}
+    return levels, logits  # step 2^(integer - bits) = 1/4
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_qdepthwise_graph_equals_keras(suffix):
+    """QDepthwiseConv2D(depth_multiplier=2): a grouped Conv (groups = C, out channel c·2 + j) whose quantized_relu
+    levels equal Keras' on every neuron; logits equal Keras' Dense output."""
+    graph = kfront.load(FIXTURES / f"qkeras_dw{suffix}")
+    conv = graph.node("dw")
+    assert conv.groups == 8 and conv.weight.shape == (16, 1, 3, 3) and conv.stride == (2, 2)
+    assert graph.node("act2").rounding == "half_even" and graph.node("act2").inputs == ("dw",)
+    x, _ = load_digits("test")
+    levels, logits = keras_dw_levels(x.transpose(0, 2, 3, 1))
+    lv = ann_levels(graph, x)
+    for name in ("act1", "act2"):
+        np.testing.assert_array_equal(lv[name], levels[name], err_msg=name)
+    out = ann_forward(graph, x)
+    np.testing.assert_allclose(out, logits, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out.argmax(1), logits.argmax(1))
+
+
+@pytest.mark.parametrize("preset", ["casc", "bitserial"])
+def test_qdepthwise_snn_counts_equal_keras_levels(preset):
+    from evsnn.engine import simulate
+    graph = kfront.load(FIXTURES / "qkeras_dw.keras")
+    x, _ = load_digits("test")
+    levels, logits = keras_dw_levels(x.transpose(0, 2, 3, 1))
+    res = simulate(convert(graph, preset), x)
+    same = sum(int((res.values[n] == levels[n]).sum()) for n in levels)
+    total = sum(v.size for v in levels.values())
+    pred = 100 * (res.predictions == logits.argmax(1)).mean()
+    print(f"qkeras_dw {preset}: {same}/{total} neurons = {100 * same / total:.4f} %, predictions {pred:.2f} %")
+    assert same == total
+    np.testing.assert_array_equal(res.predictions, logits.argmax(1))
+
+
+def edited_dw(tmp_path: Path, edit) -> Path:
+    """qkeras_dw.keras with ``edit({layer name: config})`` applied to its config."""
+    with zipfile.ZipFile(FIXTURES / "qkeras_dw.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    cfg = json.loads(files["config.json"])
+    edit({e["config"]["name"]: e["config"] for e in cfg["config"]["layers"]})
+    files["config.json"] = json.dumps(cfg).encode()
+    out = tmp_path / "dw.keras"
+    with zipfile.ZipFile(out, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return out
+
+
+def test_qdepthwise_fused_quantized_activation_equals_keras(tmp_path):
+    """QDepthwiseConv2D(activation=quantized_relu) → ``dw_preact`` grouped Conv + QuantAct ``dw``, same levels."""
+    def fuse(c):
+        c["dw"]["activation"] = {"class_name": "quantized_relu", "config": {"bits": 3, "integer": 1}}
+        c["act2"]["activation"] = "linear"
+    graph = kfront.load(edited_dw(tmp_path, fuse))
+    assert graph.node("dw").kind == "quant" and graph.node("dw").inputs == ("dw_preact",)
+    assert graph.node("dw_preact").groups == 8
+    x, _ = load_digits("test")
+    levels, _ = keras_dw_levels(x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(ann_levels(graph, x)["dw"], levels["act2"])
+
+
+def test_qdepthwise_unsupported_quantizer_names_layer(tmp_path):
+    out = edited_dw(tmp_path, lambda c: c["dw"]["depthwise_quantizer"].update(class_name="ternary"))
+    with pytest.raises(ConversionError, match=r"^layer 'dw' \(QDepthwiseConv2D\): depthwise_quantizer quantizer "
+                                              r"'ternary' is not supported"):
+        kfront.load(out)

@@ -15,10 +15,15 @@ inference semantics below are HGQ2's (``quantizers.fixed_point`` as called by
 4. WRAP wraps after rounding: (x + k·2^i) mod 2^(i+k) − k·2^i;
 5. a value whose k + i + f ≤ 0 (i before step 1) is 0.
 
-An activation quantizer becomes ``QuantAct(L, λ, φ)`` (design.md: levels
-2^(i+f) − 1 unsigned, step 2^−f) when its input is non-negative or it is
-unsigned, it saturates, and its rounding is a floor with a phase: TRN (and
-TRN_ZERO, equal on x ≥ 0) → φ = 0, RND (and RND_INF) → φ = ½. Neurons whose
+An activation quantizer becomes ``QuantAct(L, λ, φ, rounding)`` (design.md:
+levels 2^(i+f) − 1 unsigned, step 2^−f) when its input is non-negative or it
+is unsigned, it saturates, and its rounding is one a neuron realises: a floor
+with a phase, TRN (and TRN_ZERO, equal on x ≥ 0) → φ = 0, RND (and RND_INF)
+→ φ = ½; or RND_CONV (HGQ2: ``ops.round``, ties to even) → φ = ½ with
+``rounding="half_even"`` (level rint(y + φ − ½) = rint(y)). RND_ZERO and
+RND_MIN_INF round ties down on x ≥ 0 (ceil(y − ½)), which no floor with a
+phase equals, and are refused. Clipping before rounding (HGQ2) or after (the
+neuron) gives the same level, every rounding being monotone. Neurons whose
 i + f ≤ 0 always output 0 (pruned by HGQ): they are kept, with a zero input
 scale. The other neurons must share one L; their steps 2^−f may differ, which
 :func:`activation` expresses as a per-neuron power-of-two scale on the
@@ -42,8 +47,9 @@ ROUND = {
     "RND_INF": lambda y: np.floor(np.abs(y) + 0.5) * np.sign(y),
 }
 OVERFLOW = ("SAT", "SAT_SYM", "WRAP")
-# round modes equal to floor(y + φ) on y ≥ 0, and their φ
-ACT_PHASE = {"TRN": 0.0, "TRN_ZERO": 0.0, "RND": 0.5, "RND_INF": 0.5}
+# round modes a neuron realises on y ≥ 0: (φ, QuantAct rounding); floor(y + φ), or rint(y + φ − ½) for RND_CONV
+ACT_ROUNDING = {"TRN": (0.0, "floor"), "TRN_ZERO": (0.0, "floor"), "RND": (0.5, "floor"),
+                "RND_INF": (0.5, "floor"), "RND_CONV": (0.5, "half_even")}
 ACT_OVERFLOW = ("SAT", "SAT_SYM")
 
 
@@ -99,6 +105,7 @@ class ActQuant:
     phase: float
     pre: np.ndarray
     post: np.ndarray
+    rounding: str = "floor"
 
     @property
     def uniform(self) -> bool:
@@ -112,9 +119,10 @@ def activation(k, i, f, round_mode: str, overflow_mode: str, nonneg: bool) -> Ac
     """
     k, i, f = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (k, i, f)))
     rm, ov = _round_mode(round_mode), str(overflow_mode).upper()
-    if rm not in ACT_PHASE:
-        raise ValueError(f"round_mode {round_mode!r} is not supported on activations (a spiking neuron rounds by "
-                         "a floor with a phase); supported: TRN (floor), RND (round half up), and their S_ forms")
+    if rm not in ACT_ROUNDING:
+        raise ValueError(f"round_mode {round_mode!r} is not supported on activations (it rounds ties down, a "
+                         "spiking neuron rounds by a floor with a phase or half to even); supported: TRN (floor), "
+                         "RND (round half up), RND_CONV (half to even), TRN_ZERO, RND_INF, and their S_ forms")
     if ov not in ACT_OVERFLOW:
         raise ValueError(f"overflow_mode {overflow_mode!r} wraps around, a spiking neuron saturates; supported on "
                          f"activations: {', '.join(ACT_OVERFLOW)}")
@@ -137,4 +145,5 @@ def activation(k, i, f, round_mode: str, overflow_mode: str, nonneg: bool) -> Ac
     levels = 2 ** bits - 1
     pre = np.where(alive, 2.0 ** (f - f_ref), 0.0)
     post = np.where(alive, 2.0 ** (f_ref - f), 0.0)
-    return ActQuant(levels, levels * 2.0 ** -f_ref, ACT_PHASE[rm], pre, post)
+    phase, rounding = ACT_ROUNDING[rm]
+    return ActQuant(levels, levels * 2.0 ** -f_ref, phase, pre, post, rounding)

@@ -17,13 +17,16 @@ for activations), broadcast to the tensor.
   round-only shortcut for trainable WRAP weight quantizers), so the graph
   holds exactly the values HGQ2 computes with.
 - Activation quantizers become ``QuantAct`` nodes via :mod:`.qat` (see
-  :mod:`.fixed_point` for which ones: saturating, TRN/RND, unsigned or after a
-  ReLU, one L per layer). A fused ``activation='relu'`` followed by the next
-  layer's ``iq`` becomes a single population named ``<next layer>_iq``.
+  :mod:`.fixed_point` for which ones: saturating, TRN/RND/RND_CONV (half to
+  even), unsigned or after a ReLU, one L per layer). A fused
+  ``activation='relu'`` followed by the next layer's ``iq`` becomes a single
+  population named ``<next layer>_iq``.
 
-Layers: QConv2D, QDense, QMaxPooling2D/QAveragePooling2D/
-QGlobalAveragePooling2D (and their ``QMaxPool2D``… aliases) and the
-stand-alone ``Quantizer`` layer. hgq2 0.2.0 has no QDepthwiseConv2D.
+Layers: QConv2D (with Keras' ``groups``; groups = input channels is a
+depthwise convolution, as hgq2 0.2.0 has no QDepthwiseConv2D), QDense,
+QMaxPooling2D/QAveragePooling2D/QGlobalAveragePooling2D (and their
+``QMaxPool2D``… aliases), QAdd (one iq per input), QBatchNormalization and
+the stand-alone ``Quantizer`` layer.
 Float (minifloat) quantizers, ``scaler``/``affine`` options and custom
 bit-width mappers are refused with a ConversionError naming the layer.
 """
@@ -40,9 +43,9 @@ from evsnn.frontends.keras.layers import Builder, LayerSpec, Tensor, fail
 Q_TYPES = ("kif", "kbi")
 
 
-def _conf(spec: LayerSpec, key: str) -> dict | None:
-    """The inner dict of a serialized QuantizerConfig at ``spec.config[key]`` (None if absent)."""
-    c = spec.config.get(key)
+def _conf(spec: LayerSpec, key: str, c=None) -> dict | None:
+    """The inner dict of a serialized QuantizerConfig at ``spec.config[key]`` or ``c`` (None if absent)."""
+    c = spec.config.get(key) if c is None else c
     if c is None:
         return None
     inner = c.get("config") if isinstance(c, dict) and "q_type" not in c else c
@@ -175,7 +178,68 @@ def quantizer_layer(b: Builder, spec: LayerSpec, xs) -> Tensor:
     return qat.apply_post(b, spec, y, post, "q")
 
 
+def qbatch_norm(b: Builder, spec: LayerSpec, xs) -> Tensor:
+    """HGQ2 QBatchNormalization at inference: iq → x·kq(s) + bq(β − μ·s), s = γ/√(σ² + ε), computed in float32 as
+    hgq2 does (γ = 1 without ``scale``; β = 1 without ``center``, as hgq2 0.2.0 has it) → oq. The quantized
+    scale and offset become an exact per-channel affine, folded into the Conv/Dense before or after it where
+    the algebra allows (:mod:`.layers`), else kept as an exact depthwise node."""
+    x, post = quantize_act(b, spec, _one(spec, xs), "iq")
+    if post is not None:
+        x = qat.apply_post(b, spec, x, post, "iq")
+    cfg = spec.config
+    if not KL._channel_axis_ok(spec, x):
+        fail(spec, f"axis={cfg.get('axis')!r} is not supported; supported: the channel axis (-1)")
+    scaled, center = bool(cfg.get("scale", True)), bool(cfg.get("center", True))
+    n = int(scaled) + int(center) + 2
+    if len(spec.weights) != n:
+        fail(spec, f"expected {n} weight arrays (gamma, beta, moving mean and variance as configured), the file "
+                   f"holds {len(spec.weights)}")
+    w = [np.asarray(a, dtype=np.float32) for a in spec.weights]
+    if any(a.shape != (x.shape[0],) for a in w):
+        fail(spec, f"weights of shapes {[a.shape for a in w]} for {x.shape[0]} channels")
+    eps = cfg.get("epsilon", 1e-3)
+    if not isinstance(eps, (int, float)) or not eps >= 0:
+        fail(spec, f"epsilon={eps!r} is not a number >= 0")
+    gamma = w.pop(0) if scaled else np.float32(1.0)
+    beta = w.pop(0) if center else np.float32(1.0)
+    mean, var = w
+    scale = gamma / np.sqrt(var + np.float32(eps))
+    offset = beta - mean * scale
+    qscale = quantize_weights(spec, "kq", np.broadcast_to(scale, mean.shape).astype(np.float64))
+    qoffset = quantize_weights(spec, "bq", np.broadcast_to(offset, mean.shape).astype(np.float64))
+    return _finish(b, spec, KL._affine(b, spec.name, x, qscale, qoffset))
+
+
+def qadd(b: Builder, spec: LayerSpec, xs) -> Tensor:
+    """HGQ2 QAdd: input n quantized by its own iq (``iq_confs``, variables at ``iq/quantizers/quantizer[_n]``,
+    recorded as ``<layer>/iq<n>``), then summed, then oq."""
+    if len(xs) < 2:
+        fail(spec, f"expects at least two inputs, got {len(xs)}")
+    confs = spec.config.get("iq_confs") if spec.config.get("enable_iq", True) else None
+    if isinstance(confs, dict) or confs is None:
+        confs = [confs] * len(xs)
+    if not isinstance(confs, list) or len(confs) != len(xs):
+        fail(spec, f"iq_confs holds {len(confs) if isinstance(confs, list) else confs!r} configs for "
+                   f"{len(xs)} inputs")
+    ys = []
+    for n, (x, c) in enumerate(zip(xs, confs)):
+        conf = _conf(spec, "iq_confs", c)
+        if conf is None or str(conf.get("q_type", "")).lower() == "dummy":
+            ys.append(x)
+            continue
+        what = f"iq{n}"
+        v = spec.parts.get("iq/quantizers/quantizer" + (f"_{n}" if n else "") + "/quantizer")
+        if v is not None:
+            spec.parts[f"{what}/quantizer"] = v
+        k, i, f = _kif(spec, what, conf)
+        y, post = qat.quantize(b, spec, x, what, k, i, f, conf["round_mode"], conf["overflow_mode"])
+        ys.append(qat.apply_post(b, spec, y, post, what))
+    return _finish(b, spec, KL.add(b, LayerSpec(spec.name, "Add", spec.config, spec.inputs), ys))
+
+
 CONVERTERS = {
+    "QAdd": qadd,
+    "QBatchNormalization": qbatch_norm,
     "QConv2D": _linear("Conv2D", KL.conv2d),
     "QDense": _linear("Dense", KL.dense),
     "QMaxPooling2D": _plain("MaxPooling2D", KL.max_pool),
@@ -189,4 +253,4 @@ ALIASES = {"QMaxPool2D": "QMaxPooling2D", "QAvgPool2D": "QAveragePooling2D",
 
 def is_hgq(spec: LayerSpec) -> bool:
     """An HGQ2 layer config (it names quantizer configs, not QKeras quantizer strings)."""
-    return any(k in spec.config for k in ("iq_conf", "kq_conf", "oq_conf")) or spec.cls == "Quantizer"
+    return any(k in spec.config for k in ("iq_conf", "iq_confs", "kq_conf", "oq_conf")) or spec.cls == "Quantizer"

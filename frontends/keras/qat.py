@@ -138,7 +138,8 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
     pre = _down(chain, q.pre, shapes)
     below = _scaled(b, spec, what, base, shapes[base], pre) if pre is not None else None
     if below is not None:
-        top = b.add(A.QuantAct(name, (below,), levels=q.levels, scale=q.scale, phase=q.phase))
+        top = b.add(A.QuantAct(name, (below,), levels=q.levels, scale=q.scale, phase=q.phase,
+                               rounding=q.rounding))
         for node in reversed(chain):
             top = _copy(b, node, top, name)
     else:
@@ -152,7 +153,8 @@ def quantize(b: Builder, spec: LayerSpec, x: Tensor, what: str, k, i, f, round_m
             fail(spec, f"the {what} quantizer's step 2^-f varies over the positions of a feature map, and a "
                        "convolution shares one scale per channel; supported: per-channel or per-layer bit widths "
                        "on (H, W, C) maps, per-neuron ones on vectors")
-        top = b.add(A.QuantAct(name, (at,), levels=q.levels, scale=q.scale, phase=q.phase))
+        top = b.add(A.QuantAct(name, (at,), levels=q.levels, scale=q.scale, phase=q.phase,
+                               rounding=q.rounding))
     b.quantizers[f"{spec.name}/{what}"] = {"node": name, "output": top,
                                            "hwc": list(x.hwc) if below is None and x.hwc else None}
     return Tensor(top, x.shape, x.hwc), graph_to_keras(q.post, x)
@@ -170,8 +172,8 @@ def apply_post(b: Builder, spec: LayerSpec, x: Tensor, post: np.ndarray, what: s
 
 
 def kernel_rows(spec: LayerSpec, kernel: np.ndarray, post: np.ndarray, groups: int = 1) -> np.ndarray:
-    """Fold the input's post scale (Keras layout) into a Dense (in, out) or Conv/DepthwiseConv (kh, kw, Cin, ·)
-    kernel (a grouped Conv2D only when the scale is one number)."""
+    """Fold the input's post scale (Keras layout) into a Dense (in, out) or Conv (kh, kw, Cin/groups, Cout)
+    kernel; in a grouped Conv output o reads input channels g·Cin/groups + j of its group g = o // (Cout/groups)."""
     if np.all(post == post.reshape(-1)[0]):
         return kernel * post.reshape(-1)[0]
     if kernel.ndim == 2:
@@ -179,7 +181,8 @@ def kernel_rows(spec: LayerSpec, kernel: np.ndarray, post: np.ndarray, groups: i
     per_c = post.reshape(-1, post.shape[-1])
     if np.any(per_c != per_c[:1]):
         fail(spec, "the input quantizer's step 2^-f varies over positions; supported: per-channel bit widths")
-    if groups != 1:
-        fail(spec, f"the input quantizer's step 2^-f varies per channel and the convolution has groups={groups}; "
-                   "supported: per-channel steps with groups=1, or one step per layer")
-    return kernel * per_c[0][None, None, :, None]
+    cig, cout = kernel.shape[2:]
+    if cig * groups != per_c.shape[1] or cout % groups:
+        fail(spec, f"kernel {kernel.shape} with groups={groups} does not fit {per_c.shape[1]} input channels")
+    group = np.arange(cout) // (cout // groups)
+    return kernel * per_c[0][group[None, :] * cig + np.arange(cig)[:, None]][None, None]

@@ -10,6 +10,9 @@ Configs are what QKeras' ``get_config`` writes (github.com/google/qkeras,
   (``constraints.serialize`` of the quantizer object, or None) and
   ``activation`` (a serialized quantizer, or a Keras activation name), plus
   the Keras Dense/Conv2D keys. Weights are the float ``kernel`` and ``bias``.
+- ``QDepthwiseConv2D``: the same with ``depthwise_quantizer`` for the float
+  ``depthwise_kernel`` (kh, kw, C, depth_multiplier), plus the Keras
+  DepthwiseConv2D keys; output channel c·depth_multiplier + j, as Keras.
 
 Quantizers (inference, ``tf.round`` rounds half to even):
 
@@ -198,13 +201,13 @@ def qactivation(b: Builder, spec: LayerSpec, xs) -> Tensor:
     return x if q is None else _activate(b, spec, x, "activation", *_activation_quantizer(spec, "activation", q))
 
 
-def _linear(plain: str, convert):
+def _linear(plain: str, convert, kernel_key: str = "kernel_quantizer"):
     def run(b: Builder, spec: LayerSpec, xs) -> Tensor:
         use_bias = bool(spec.config.get("use_bias", True))
         n = 2 if use_bias else 1
         if len(spec.weights) != n:
             fail(spec, f"expected {n} weight arrays, the file holds {len(spec.weights)}")
-        w = [_weights(spec, "kernel_quantizer", np.asarray(spec.weights[0], dtype=np.float64))]
+        w = [_weights(spec, kernel_key, np.asarray(spec.weights[0], dtype=np.float64))]
         if use_bias:
             w.append(_weights(spec, "bias_quantizer", np.asarray(spec.weights[1], dtype=np.float64)))
         act = spec.config.get("activation")
@@ -219,17 +222,18 @@ def _linear(plain: str, convert):
         linear.name = b.unique(f"{spec.name}_preact")
         return _activate(b, spec, Tensor(linear.name, y.shape, y.hwc), "activation", levels, lam)
 
-    run.__doc__ = f"QKeras Q{plain}: quantized_bits kernel/bias → {plain} → quantized activation."
+    run.__doc__ = f"QKeras Q{plain}: quantized_bits {kernel_key[:-10]}/bias → {plain} → quantized activation."
     return run
 
 
 CONVERTERS = {"QActivation": qactivation, "QDense": _linear("Dense", KL.dense),
-              "QConv2D": _linear("Conv2D", KL.conv2d)}
+              "QConv2D": _linear("Conv2D", KL.conv2d),
+              "QDepthwiseConv2D": _linear("DepthwiseConv2D", KL.depthwise_conv2d, "depthwise_quantizer")}
 
 
 def is_qkeras(spec: LayerSpec) -> bool:
     """A QKeras layer config (quantizer strings/objects, not HGQ2 quantizer configs)."""
-    return spec.cls == "QActivation" or "kernel_quantizer" in spec.config
+    return spec.cls == "QActivation" or "kernel_quantizer" in spec.config or "depthwise_quantizer" in spec.config
 
 
 __all__ = ["CONVERTERS", "is_qkeras", "parse", "quantized_bits"]
