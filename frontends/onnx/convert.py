@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnx.helper
-import onnx.numpy_helper
 
 from evsnn.errors import ConversionError
 from evsnn.frontends.onnx import layout, ops, qdq, qonnx, quantizers  # noqa: F401 (registers converters)
 from evsnn.frontends.onnx.chain import ACTIVATION_HELP, ChainError, Token, is_affine, plan_chain
 from evsnn.frontends.onnx.quantizers import QuantError
 from evsnn.ir import ann as A
+from evsnn.validate import onnx_model
 
 _MOVEMENT = {"Identity", "Cast", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 _RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
@@ -59,12 +59,14 @@ _KEEP = object()
 class Converter:
     """Conversion state of one model; the API converters in :mod:`.ops` use."""
 
-    def __init__(self, model: onnx.ModelProto, opset: int, inferred: dict):
+    def __init__(self, model: onnx.ModelProto, opset: int, inferred: dict, source: str = "<model>"):
         self.g = model.graph
+        self.file = source
         self.opset = opset
         self.producer = f"{model.producer_name} {model.producer_version}".strip()
         self._inferred = inferred
-        self.consts: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in self.g.initializer}
+        self.consts: dict[str, np.ndarray] = {
+            t.name: onnx_model.tensor_array(t, f"initializer {t.name!r}", source) for t in self.g.initializer}
         self.batchy: set[str] = set()
         self.values: dict[str, Value] = {}
         self._cache: dict[str, A.Node] = {}
@@ -382,6 +384,7 @@ class Converter:
         ins = [i for i in node.input if i]
         if any(i in self.batchy for i in ins) and node.op_type not in _MOVEMENT:
             raise self.fail(node, "computes with the batch size; dynamic shape arithmetic is not supported")
+        onnx_model.check_const_node(node, [self.consts[i] if i else None for i in node.input], self.file)
         own = ops.lookup_const(node.op_type, node.domain)
         if own is not None:
             for name, val in zip(node.output, own(self, node), strict=False):
