@@ -256,7 +256,11 @@ def load_external_data(model: onnx.ModelProto, folder: str, source: str) -> None
         except ValueError:
             raise FormatError(f"{source}: {what}: external-data offset/length {info.get('offset')!r}/"
                               f"{info.get('length')!r} are not integers") from None
-        path = contained_path(folder, info["location"], f"{source}: {what}")
+        try:
+            path = contained_path(folder, info["location"], f"{source}: {what}")
+        except FormatError as e:
+            msg = str(e)
+            raise FormatError(msg if msg.startswith(source) else f"{source}: {what}: external data: {msg}") from None
         if length is not None and length != need:
             raise FormatError(f"{source}: {what} declares {length} bytes of external data, its dims "
                               f"{tuple(t.dims)} of {dtype_name(t.data_type)} need {need}")
