@@ -50,8 +50,8 @@ def max_model_bytes() -> int:
 def dtype_name(t: int) -> str:
     try:
         return _T.DataType.Name(t)
-    except ValueError:
-        return f"data type {t}"
+    except (ValueError, TypeError):
+        return f"data type {t!r}"
 
 
 def itemsize(data_type: int) -> int:
@@ -294,6 +294,14 @@ def _ints(a, node, what) -> list[int]:
     return [int(x) for x in v]
 
 
+def _scalar(a, node, what) -> float:
+    v = np.asarray(a) if a is not None else np.zeros(0)
+    if v.size != 1 or v.dtype.kind not in "iuf":
+        raise FormatError(f"node {node.name or node.op_type!r} (op {node.op_type}): {what} must be one number, "
+                          f"got {v.size} values of type {v.dtype}")
+    return float(v.reshape(()))
+
+
 def _bcast(*shapes) -> list[int]:
     rank = max((len(s) for s in shapes), default=0)
     out = [1] * rank
@@ -321,7 +329,8 @@ def const_output_shapes(node: onnx.NodeProto, ins: list) -> list[tuple[list[int]
         reps = _ints(ins[1], node, "repeats")
         return [([a * b for a, b in zip(x.shape, reps, strict=False)], x.itemsize)]
     if op == "Range" and len(ins) > 2:
-        start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in ins[:3])
+        start, limit, delta = (_scalar(a, node, w) for a, w in zip(ins[:3], ("start", "limit", "delta"),
+                                                                   strict=True))
         if not all(map(math.isfinite, (start, limit, delta))) or delta == 0:
             raise FormatError(f"node {node.name or node.op_type!r} (op Range): start/limit/delta "
                               f"{start}, {limit}, {delta} do not make a finite range")
@@ -348,7 +357,7 @@ def const_output_shapes(node: onnx.NodeProto, ins: list) -> list[tuple[list[int]
             raise FormatError(f"node {node.name or node.op_type!r} (op {op}): scales must be finite")
         return [([math.floor(d * s) for d, s in zip(x.shape, sc, strict=False)], x.itemsize)]
     if op == "OneHot" and len(ins) > 1:
-        depth = float(np.asarray(ins[1]).reshape(-1)[0])
+        depth = _scalar(ins[1], node, "depth")
         if not math.isfinite(depth):
             raise FormatError(f"node {node.name or node.op_type!r} (op OneHot): depth {depth} is not finite")
         vals = ins[2] if len(ins) > 2 and ins[2] is not None else np.zeros(1)

@@ -169,7 +169,10 @@ def from_model(model: onnx.ModelProto, name: str = "model", source: str = "<mode
     onnx_model.check_model(model, source)
     opset = _check_versions(model)
     if len(model.functions):
-        model = onnx.inliner.inline_local_functions(model)
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as e:  # noqa: BLE001 - onnx's C++ inliner on a malformed function
+            raise FormatError(f"{source}: cannot inline the model's local functions ({first_line(e)})") from None
     _check_model(model, source)
     graph = Converter(model, opset, _infer_shapes(model), source=source).run(name)
     for note in graph.meta["notes"]:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnx.helper
 
-from evsnn.errors import ConversionError
+from evsnn.errors import ConversionError, EvsnnError
 from evsnn.frontends.onnx import layout, ops, qdq, qonnx, quantizers  # noqa: F401 (registers converters)
 from evsnn.frontends.onnx.chain import ACTIVATION_HELP, ChainError, Token, is_affine, plan_chain
 from evsnn.frontends.onnx.quantizers import QuantError
@@ -319,7 +319,7 @@ class Converter:
             raise ConversionError(f"input {inp.name!r} has no tensor shape")
         if tt.elem_type not in ops._FLOAT_TYPES:
             raise ConversionError(f"input {inp.name!r} has element type "
-                                  f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; a float input is required")
+                                  f"{onnx_model.dtype_name(tt.elem_type)}; a float input is required")
         dims = list(tt.shape.dim)
         readers = self._readers_through_casts(inp.name)
         nhwc = len(dims) == 4 and bool(readers) and all(
@@ -387,7 +387,13 @@ class Converter:
         onnx_model.check_const_node(node, [self.consts[i] if i else None for i in node.input], self.file)
         own = ops.lookup_const(node.op_type, node.domain)
         if own is not None:
-            for name, val in zip(node.output, own(self, node), strict=False):
+            try:
+                outs = own(self, node)
+            except EvsnnError:
+                raise
+            except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as e:
+                raise self.fail(node, f"cannot be evaluated as a constant ({first_line(e)})") from None
+            for name, val in zip(node.output, outs, strict=False):
                 if name:
                     self.set_const(name, val)
             return
