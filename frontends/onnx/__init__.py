@@ -12,8 +12,12 @@ tokens (hence the same ``QuantAct``) and :mod:`.convert` holds the state.
 
 How a model is read:
 
-1. The file is parsed (a non-ONNX or truncated file is a :class:`FormatError`),
-   its opset and IR version are checked (outside the supported range: a
+1. The file is checked at the edge by :mod:`evsnn.validate.onnx_model` (regular
+   file within a size cap; parsed from bytes; names are text, nodes in
+   topological order, every tensor of a known type declaring at most
+   ``EVSNN_MAX_ARRAY_BYTES`` and holding the bytes its dims say; external data
+   only from regular files inside the model's folder; a non-ONNX, truncated or
+   unsound file is a :class:`FormatError` naming it), its opset and IR version are checked (outside the supported range: a
    :class:`ConversionError` naming the model's opset and the supported range),
    local functions are inlined, ``onnx.checker`` validates it (invalid:
    FormatError) and ``onnx.shape_inference`` (with data propagation) annotates
@@ -27,6 +31,8 @@ How a model is read:
    ``onnx.reference``, except quantizers (QDQ, QONNX), which are folded in
    float32 exactly as onnxruntime / QONNX compute them (weights written as
    ``DQ(int8)``, ``Q → Clip → DQ`` of float weights, ``DQ(int32 bias)``);
+   the bytes a constant node would allocate (ConstantOfShape, Expand, Tile,
+   Range, ...) are checked against ``EVSNN_MAX_ARRAY_BYTES`` first;
    ``Shape`` of a data tensor gives a constant whose batch
    entry is a marker, so exporters' ``Shape → Gather → Concat → Reshape``
    flattening resolves (arithmetic on the batch size is refused).
