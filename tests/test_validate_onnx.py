@@ -262,3 +262,45 @@ def test_valid_models_are_unchanged_by_the_checks():
     sig.graph.node[1].input[0] = "s"
     with pytest.raises(ConversionError, match="'sig'"):  # conversion errors stay conversion errors
         fe.from_model(sig)
+
+
+F32 = np.float32
+INFERRED = [
+    (helper.make_node("Conv", ["a", "w"], ["y"], pads=[1, 2, 0, 3]),
+     [np.ones((1, 2, 5, 4), F32), np.ones((3, 2, 2, 2), F32)]),
+    (helper.make_node("ConvTranspose", ["a", "w"], ["y"], strides=[3, 2]), [np.ones((1, 2, 3, 4), F32),
+                                                                            np.ones((2, 5, 2, 2), F32)]),
+    (helper.make_node("AveragePool", ["a"], ["y"], kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+     [np.ones((1, 1, 3, 3), F32)]),
+    (helper.make_node("HannWindow", ["s"], ["y"]), [np.array(7, np.int64)]),
+    (helper.make_node("Einsum", ["a", "b"], ["y"], equation="i,j->ij"), [np.ones(6, F32), np.ones(5, F32)]),
+]
+
+
+@pytest.mark.parametrize("k", range(len(INFERRED)))
+def test_inferred_bounds_agree_with_the_reference(k):
+    """Ops without an exact bound are bounded by onnx.shape_inference: the shape it gives is the one
+    onnx.reference computes."""
+    node, ins = INFERRED[k]
+    names = list(node.input)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None)
+                                            for n in names], [helper.make_tensor_value_info("y", 0, None)])
+    got = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).run(
+        None, dict(zip(names, ins, strict=True)))[0]
+    assert VO.const_output_shapes(node, ins) is None
+    [(shape, size)] = VO.inferred_output_shapes(node, ins, 17)
+    assert tuple(shape) == got.shape and size == got.itemsize
+
+
+def test_inferred_bounds_refuse_growing_ops():
+    conv = helper.make_node("Conv", ["a", "w"], ["y"], name="c", pads=[2 ** 30] * 4)
+    ins = [np.ones((1, 1, 3, 3), F32), np.ones((1, 1, 1, 1), F32)]
+    with pytest.raises(FormatError, match=r"node 'c' \(op Conv\): shape \(1, 1, 2147483651, 2147483651\)"):
+        VO.check_const_node(conv, ins, "m.onnx", 17)
+    VO.check_const_node(conv, ins, "m.onnx")  # without an opset: no inference, no bound
+    win = helper.make_node("HannWindow", ["s"], ["y"], name="h")
+    with pytest.raises(FormatError, match="node 'h' \\(op HannWindow\\): shape \\(2000000000,\\)"):
+        VO.check_const_node(win, [np.array(2 * 10 ** 9, np.int64)], "m.onnx", 17)
+    with pytest.raises(FormatError, match="does not evaluate this op on constants"):
+        VO.check_const_node(helper.make_node("ImageDecoder", ["a"], ["y"]), [np.zeros(10, np.uint8)], "m", 20)
+    assert VO.inferred_output_shapes(helper.make_node("NoSuchOp", ["a"], ["y"]), [np.ones(3)], 17) is None

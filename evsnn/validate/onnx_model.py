@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 import onnx.helper
 import onnx.numpy_helper
+import onnx.shape_inference
 
 from evsnn.errors import FormatError
 from evsnn.validate.files import contained_path, existing_file, file_size
@@ -378,9 +379,56 @@ def const_output_shapes(node: onnx.NodeProto, ins: list) -> list[tuple[list[int]
     return None
 
 
-def check_const_node(node: onnx.NodeProto, ins: list, source: str = "") -> None:
-    """FormatError naming ``node`` when evaluating it on ``ins`` would allocate more than the array cap."""
-    bounds = const_output_shapes(node, ins)
+#: ops whose output is never larger than their inputs together (no bound needed)
+_BOUNDED = {"Identity", "Cast", "CastLike", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice",
+            "Concat", "Shape", "Size", "Neg", "Relu", "Floor", "Ceil", "Round", "Abs", "Sign", "Sqrt", "Exp",
+            "Log", "Reciprocal", "Not", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Split", "ReduceMean",
+            "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ArgMax", "ArgMin", "Constant", "Dropout",
+            "LeakyRelu", "Elu", "Selu", "HardSigmoid", "Softplus", "IsNaN", "IsInf", "Erf", "NonZero", "TopK",
+            "CumSum", "Compress", "ScatterND", "ScatterElements", "Trilu", "EyeLike", "BatchNormalization"}
+#: ops never evaluated on constants: their output size is not known from shapes
+_UNBOUNDED = {"ImageDecoder", "StringSplit"}
+
+
+def inferred_output_shapes(node: onnx.NodeProto, ins: list, opset: int) -> list[tuple[list[int], int]] | None:
+    """(shape, itemsize) of ``node``'s outputs by onnx.shape_inference on a one-node model whose small
+    integer inputs (≤ 64 values: shapes, sizes, repeats) are given as values; None where it cannot tell."""
+    vis, inits = [], []
+    try:
+        for name, a in zip(node.input, ins, strict=False):
+            if not name or a is None:
+                continue
+            a = np.asarray(a)
+            elem = onnx.helper.np_dtype_to_tensor_dtype(a.dtype)
+            if a.dtype.kind in "iu" and a.size <= 64:
+                inits.append(onnx.numpy_helper.from_array(a, name))
+            vis.append(onnx.helper.make_tensor_value_info(name, elem, list(a.shape)))
+        outs = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
+        graph = onnx.helper.make_graph([node], "const", vis, outs, inits)
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(node.domain, opset)])
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference cannot tell (unknown op, invalid node): no bound
+        return None
+    found = []
+    for o in inferred.graph.output:
+        tt = o.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if o.type.HasField("tensor_type") and tt.HasField("shape") and None not in dims:
+            found.append((dims, itemsize(tt.elem_type) if tt.elem_type in DTYPES else 8))
+    return found or None
+
+
+def check_const_node(node: onnx.NodeProto, ins: list, source: str = "", opset: int | None = None) -> None:
+    """FormatError naming ``node`` when evaluating it on ``ins`` would allocate more than the array cap.
+
+    The ops above have exact bounds; others that may grow (Conv/ConvTranspose with large pads or
+    strides, windows, DFT, Einsum …) are bounded by onnx.shape_inference when ``opset`` is given."""
     where = f"{source + ': ' if source else ''}node {node.name or node.op_type!r} (op {node.op_type})"
+    if node.op_type in _UNBOUNDED:
+        raise FormatError(f"{where}: evsnn does not evaluate this op on constants (its output size is not "
+                          "known in advance)")
+    bounds = const_output_shapes(node, ins)
+    if bounds is None and opset is not None and node.op_type not in _BOUNDED:
+        bounds = inferred_output_shapes(node, ins, opset)
     for shape, size in bounds or ():
         check_array_size(shape, size, where)

@@ -384,7 +384,8 @@ class Converter:
         ins = [i for i in node.input if i]
         if any(i in self.batchy for i in ins) and node.op_type not in _MOVEMENT:
             raise self.fail(node, "computes with the batch size; dynamic shape arithmetic is not supported")
-        onnx_model.check_const_node(node, [self.consts[i] if i else None for i in node.input], self.file)
+        onnx_model.check_const_node(node, [self.consts[i] if i else None for i in node.input], self.file,
+                                    self.opset)
         own = ops.lookup_const(node.op_type, node.domain)
         if own is not None:
             try:
