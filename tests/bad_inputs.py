@@ -309,6 +309,22 @@ def _constant_of_shape(model, ctx):
     model.graph.node.insert(k, new)
 
 
+def _conv_pads_huge(model, ctx):
+    """pads of 2^15 on the first Conv: a 65538 × 65538 map per channel (64 GiB per sample)."""
+    from onnx import helper
+
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    for a in list(conv.attribute):
+        if a.name == "pads":
+            conv.attribute.remove(a)
+    conv.attribute.append(helper.make_attribute("pads", [2 ** 15] * 4))
+
+
+def _input_dims_huge(model, ctx):
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_value = 2 ** 31
+
+
 def _truncated_inspect(ctx):
     return ["inspect", _truncated_model(ctx)[1]]
 
@@ -418,6 +434,8 @@ CASES = {
     "model-onnx-declared-dims-huge-inspect": onnx_case(_huge_dims, "inspect"),
     "model-onnx-constant-of-shape-huge": onnx_case(_constant_of_shape),
     "model-onnx-constant-of-shape-huge-inspect": onnx_case(_constant_of_shape, "inspect"),
+    "model-onnx-conv-pads-huge": onnx_case(_conv_pads_huge),
+    "model-onnx-input-dims-huge-inspect": onnx_case(_input_dims_huge, "inspect"),
     "model-onnx-unknown-dtype": onnx_case(_unknown_dtype),
     "model-onnx-unknown-dtype-inspect": onnx_case(_unknown_dtype, "inspect"),
     "model-keras-not-a-zip": _model_bytes("garbage.keras", b"not a zip file"),

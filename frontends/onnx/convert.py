@@ -21,6 +21,7 @@ from evsnn.frontends.onnx.chain import ACTIVATION_HELP, ChainError, Token, is_af
 from evsnn.frontends.onnx.quantizers import QuantError
 from evsnn.ir import ann as A
 from evsnn.validate import onnx_model
+from evsnn.validate.limits import check_array_size
 
 _MOVEMENT = {"Identity", "Cast", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 _RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
@@ -169,6 +170,8 @@ class Converter:
     def emit(self, anode: A.Node, out: str, foldable: bool = False, activation: bool = False) -> None:
         """Append ``anode`` (inputs already emitted); its value becomes ONNX tensor ``out`` (if any)."""
         self._shapes[anode.name] = A._infer_shape(anode, [self._shapes[i] for i in anode.inputs])
+        # one sample's activations in float64: a file's pads/strides cannot make evsnn allocate more
+        check_array_size(self._shapes[anode.name], 8, f"{self.file}: node {anode.name!r} (per-sample output)")
         self.nodes.append(anode)
         if out:
             self.values[out] = Value(anode, self._shapes[anode.name], [], foldable and self._uses[out] == 1)
@@ -333,6 +336,7 @@ class Converter:
                 raise ConversionError(f"input {inp.name!r} has a dynamic axis {i} ({d.dim_param or '?'}); only the "
                                       "batch axis (0) may be dynamic, C/H/W or F must be fixed")
         self.fixed_batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
+        check_array_size([d.dim_value for d in dims[1:]], 8, f"{self.file}: input {inp.name!r} (per sample)")
         node = A.Input(self.unique(inp.name), shape=tuple(d.dim_value for d in dims[1:]))
         self._shapes[node.name] = node.shape
         self.nodes.append(node)
