@@ -427,7 +427,10 @@ def check_const_node(node: onnx.NodeProto, ins: list, source: str = "", opset: i
     if node.op_type in _UNBOUNDED:
         raise FormatError(f"{where}: evsnn does not evaluate this op on constants (its output size is not "
                           "known in advance)")
-    bounds = const_output_shapes(node, ins)
+    try:
+        bounds = const_output_shapes(node, ins)
+    except FormatError as e:
+        raise FormatError(f"{source}: {e}" if source else str(e)) from None
     if bounds is None and opset is not None and node.op_type not in _BOUNDED:
         bounds = inferred_output_shapes(node, ins, opset)
     for shape, size in bounds or ():
