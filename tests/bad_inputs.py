@@ -258,6 +258,77 @@ def _truncated_model(ctx):
     return _model_bytes("trunc.onnx", raw[: len(raw) // 3])(ctx)
 
 
+def onnx_case(fn, cmd="convert"):
+    """An ONNX-model case: ``fn(model proto, ctx)`` damages the bundled model, then `convert` or
+    `inspect` it."""
+    def build(ctx):
+        import onnx
+
+        model = onnx.load(ctx.model)
+        fn(model, ctx)
+        path = ctx.p("bad.onnx")
+        with open(path, "wb") as fh:
+            fh.write(model.SerializeToString())
+        return ["convert", path, "-o", ctx.p("out.h5")] if cmd == "convert" else ["inspect", path]
+    return build
+
+
+def _external_weight(location):
+    """The first initializer's data moved to ``location`` (a name in the model's folder, or a path)."""
+    def fn(model, ctx):
+        import onnx
+
+        t = model.graph.initializer[0]
+        t.ClearField("raw_data")
+        t.ClearField("float_data")
+        t.data_location = onnx.TensorProto.EXTERNAL
+        e = t.external_data.add()
+        e.key, e.value = "location", location
+        if location == "fifo.bin":
+            os.mkfifo(ctx.p(location))
+    return fn
+
+
+def _huge_dims(model, ctx):
+    model.graph.initializer[1].dims[:] = [2 ** 20, 2 ** 20, 64]
+
+
+def _unknown_dtype(model, ctx):
+    model.graph.initializer[1].data_type = 99
+
+
+def _constant_of_shape(model, ctx):
+    """The first Constant (a scalar Mul operand) becomes ConstantOfShape([40000, 40000]): 6.4 GB."""
+    from onnx import helper, numpy_helper
+
+    k, node = next((k, n) for k, n in enumerate(model.graph.node) if n.op_type == "Constant")
+    model.graph.initializer.append(numpy_helper.from_array(np.array([40000, 40000], np.int64), "huge_shape"))
+    new = helper.make_node("ConstantOfShape", ["huge_shape"], list(node.output), name="filler",
+                           value=numpy_helper.from_array(np.array([2.0], np.float32)))
+    model.graph.node.remove(node)
+    model.graph.node.insert(k, new)
+
+
+def _conv_pads_huge(model, ctx):
+    """pads of 2^15 on the first Conv: a 65538 × 65538 map per channel (64 GiB per sample)."""
+    from onnx import helper
+
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    for a in list(conv.attribute):
+        if a.name == "pads":
+            conv.attribute.remove(a)
+    conv.attribute.append(helper.make_attribute("pads", [2 ** 15] * 4))
+
+
+def _input_dims_huge(model, ctx):
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_value = 2 ** 31
+
+
+def _truncated_inspect(ctx):
+    return ["inspect", _truncated_model(ctx)[1]]
+
+
 def _nan_calibration(ctx):
     path = ctx.p("nan.npz")
     np.savez(path, x=np.full((4, 1, 8, 8), np.nan, np.float32))
@@ -352,6 +423,21 @@ CASES = {
     # model files (frontends)
     "model-onnx-truncated": _truncated_model,
     "model-onnx-garbage": _model_bytes("garbage.onnx", b"\x08\x07" + bytes(range(256)) * 4),
+    "model-onnx-truncated-inspect": _truncated_inspect,
+    "model-onnx-external-etc-passwd": onnx_case(_external_weight("../../etc/passwd")),
+    "model-onnx-external-etc-passwd-inspect": onnx_case(_external_weight("../../etc/passwd"), "inspect"),
+    "model-onnx-external-absolute": onnx_case(_external_weight("/etc/passwd")),
+    "model-onnx-external-fifo": onnx_case(_external_weight("fifo.bin")),
+    "model-onnx-external-fifo-inspect": onnx_case(_external_weight("fifo.bin"), "inspect"),
+    "model-onnx-external-missing": onnx_case(_external_weight("weights.bin")),
+    "model-onnx-declared-dims-huge": onnx_case(_huge_dims),
+    "model-onnx-declared-dims-huge-inspect": onnx_case(_huge_dims, "inspect"),
+    "model-onnx-constant-of-shape-huge": onnx_case(_constant_of_shape),
+    "model-onnx-constant-of-shape-huge-inspect": onnx_case(_constant_of_shape, "inspect"),
+    "model-onnx-conv-pads-huge": onnx_case(_conv_pads_huge),
+    "model-onnx-input-dims-huge-inspect": onnx_case(_input_dims_huge, "inspect"),
+    "model-onnx-unknown-dtype": onnx_case(_unknown_dtype),
+    "model-onnx-unknown-dtype-inspect": onnx_case(_unknown_dtype, "inspect"),
     "model-keras-not-a-zip": _model_bytes("garbage.keras", b"not a zip file"),
     "model-h5-garbage": _model_bytes("garbage.h5", b"\x89HDF\r\n\x1a\n" + bytes(200)),
 }

@@ -146,3 +146,25 @@ def test_disk_full_is_one_line(what, bases, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-2000:]
     assert not out.exists()
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_resume_on_a_partial_damaged_by_a_full_disk_says_what_to_do(bases, tmp_path):
+    """`evsnn run --resume` on the partial file a disk-full failure left damaged: one line naming
+    the file and how to start over; removing it as told lets the run complete."""
+    from evsnn.store.results import partial_path
+
+    net, _ = bases
+    out = str(tmp_path / "r.h5")
+    argv = ["run", net, "--data", "digits", "--limit", "4", "-o", out, "--engine", "reference", "--batch-size", "2"]
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 0, r.output
+    part = partial_path(out)
+    with open(out, "rb") as src, open(part, "wb") as dst:  # a file whose metadata never reached the disk
+        dst.write(src.read()[:3000])
+    os.remove(out)
+    r = CliRunner().invoke(cli, [*argv, "--resume"])
+    check_one_line_error(r, "resume damaged")
+    assert f"{part}: the unfinished run's file is damaged" in r.stderr and f"rm '{part}'" in r.stderr
+    assert not os.path.exists(out)
+    os.remove(part)
+    assert CliRunner().invoke(cli, [*argv, "--resume"]).exit_code == 0 and os.path.exists(out)

@@ -252,3 +252,56 @@ def test_stopped_while_finishing_resumes(tmp_path, monkeypatch, where):
     assert not os.path.exists(out)
     runner.run_to_file(net, x, y, out, opts, resume=True)
     assert_same_content(full, out)
+
+
+def test_disk_full_then_resume_says_what_to_do(tmp_path, monkeypatch):
+    """A write failing with ENOSPC after two committed batches: the error says the batches are kept and
+    how to continue; --resume then completes the file; a partial the failure damaged is refused with
+    the command that removes it, and a run without --resume starts over."""
+    import errno
+
+    from evsnn.store import files as store_files
+    from evsnn.store.results import ResultsWriter
+
+    monkeypatch.setattr(store_files, "WRITE_FAILED", [])  # the failures below are simulated
+    net = convert(small_graph(), "casc")
+    x, y = small_data()
+    opts = runner.RunOptions(engine="reference", batch_size=2, record=("counts",))
+    full = runner.run_to_file(net, x, y, str(tmp_path / "full.h5"), opts)
+    out = str(tmp_path / "r.h5")
+    part = partial_path(out)
+    real = ResultsWriter._write_batch
+
+    def full_disk(self, b, res, yb=None):
+        if b >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, b, res, yb)
+
+    monkeypatch.setattr(ResultsWriter, "_write_batch", full_disk)
+    with pytest.raises(FormatError) as e:
+        runner.run_to_file(net, x, y, out, opts)
+    msg = str(e.value)
+    assert "disk full" in msg and "the 2 batches committed so far are kept in " + part in msg
+    assert "free space and run the same command with --resume" in msg and f"rm '{part}'" in msg
+    assert len(msg.splitlines()) == 1 and not os.path.exists(out) and os.path.exists(part)
+    monkeypatch.setattr(ResultsWriter, "_write_batch", real)
+    seen = []
+    runner.run_to_file(net, x, y, out, opts, resume=True, progress=seen.append)
+    assert seen[0] == 4  # continued after the two committed batches
+    assert_same_content(full, out)
+
+    os.remove(out)
+    monkeypatch.setattr(ResultsWriter, "_write_batch", full_disk)
+    with pytest.raises(FormatError, match="disk full"):
+        runner.run_to_file(net, x, y, out, opts)
+    monkeypatch.setattr(ResultsWriter, "_write_batch", real)
+    with open(part, "r+b") as fh:  # what a full disk can leave: the file ends before its metadata
+        fh.truncate(os.path.getsize(part) // 3)
+    with pytest.raises(FormatError) as e:
+        runner.run_to_file(net, x, y, out, opts, resume=True)
+    msg = str(e.value)
+    assert msg.startswith(f"{part}: the unfinished run's file is damaged (")
+    assert f"delete it (rm '{part}')" in msg and "without --resume to start over" in msg
+    assert len(msg.splitlines()) == 1 and not os.path.exists(out)
+    runner.run_to_file(net, x, y, out, opts)  # without --resume: starts over
+    assert_same_content(full, out)

@@ -167,6 +167,23 @@ def _quiet_h5():
         sys.stderr = saved
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:120]
+
+
+def _write_failure(e: BaseException) -> bool:
+    msg = str(e)
+    return "No space" in msg or "errno = 28" in msg or "errno = 27" in msg or "too large" in msg.lower()
+
+
+def _hint(partial: str, batches: int) -> str:
+    """What to do after a failed write of ``partial`` with ``batches`` batches committed."""
+    kept = f"the {batches} batches committed so far are kept in {partial}" if batches else \
+        f"the unfinished file {partial} is kept"
+    return (f"{kept}: free space and run the same command with --resume to continue (or, if --resume then "
+            f"reports it damaged, delete it: rm '{partial}')")
+
+
 class ResultsWriter:
     """Writes one results file batch by batch into its partial file (see the module docstring).
 
@@ -267,17 +284,35 @@ class ResultsWriter:
         f.flush()
         self._done = np.zeros(nb, dtype=bool)
 
+    def _damaged(self, why: str) -> FormatError:
+        """The partial file cannot be resumed (typically left by a write that failed on a full disk)."""
+        return FormatError(f"{self.partial}: the unfinished run's file is damaged ({why}), as a write that failed "
+                           f"(e.g. on a full disk) can leave it; it cannot be resumed: delete it (rm '{self.partial}') "
+                           "or run the same command without --resume to start over")
+
     def _reopen(self, ignore) -> None:
         try:
             f = h5py.File(self.partial, "r+", locking=False)
-        except (OSError, RuntimeError, ValueError):
-            raise FormatError(f"{self.partial}: the unfinished run's file is damaged; run again without --resume")
+        except (OSError, RuntimeError, ValueError) as e:
+            raise self._damaged(_first_line(e) or "not readable as HDF5") from None
         self.f = f
         try:
             check_tree(f, self.partial, check_sizes=False)
+        except FormatError as e:
+            f.close()
+            raise self._damaged(str(e).removeprefix(self.partial + ": ")) from None
+        try:
+            self._reopen_checked(f, ignore)
         except FormatError:
             f.close()
             raise
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+            f.close()
+            if _write_failure(e):  # the disk is still full: reported by the caller as a failed write
+                raise
+            raise self._damaged(f"{type(e).__name__}: {_first_line(e)}") from None
+
+    def _reopen_checked(self, f, ignore) -> None:
         fmt = _plain(f.attrs.get("format"))
         complete = fmt == FORMAT and int(f.attrs.get("format_version", -1)) == VERSION
         if not complete and (fmt != PARTIAL_FORMAT or int(f.attrs.get("format_version", -1)) != VERSION
@@ -322,7 +357,12 @@ class ResultsWriter:
         reason = ("disk full" if "No space" in msg or "errno = 28" in msg else
                   "file size limit reached" if "errno = 27" in msg or "too large" in msg.lower() else
                   msg.splitlines()[0].split(" (")[0] if msg else type(exc).__name__)
-        return FormatError(f"cannot write {self.partial}: {reason}; nothing was written to {self.path}")
+        return FormatError(f"cannot write {self.partial}: {reason}; nothing was written to {self.path}; "
+                           f"{_hint(self.partial, self.done_count())}")
+
+    def done_count(self) -> int:
+        done = getattr(self, "_done", None)
+        return int(done.sum()) if done is not None else 0
 
     # -- writing
     def todo(self) -> list[int]:

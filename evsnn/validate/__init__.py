@@ -6,6 +6,8 @@
   plugin filters or datasets that declare more data than they store.
 - :mod:`evsnn.validate.network`: every field of a network file against the structure it declares.
 - :mod:`evsnn.validate.results`: the layout of a results file before report/inspect read it.
+- :mod:`evsnn.validate.onnx_model`: ONNX files (names, node order, tensor types and sizes, external
+  data inside the model's folder, sizes of constants the frontend evaluates).
 - :mod:`evsnn.validate.pickles`: a static scan of a pickle (memo, sizes) before unpickling.
 
 Every failure is an :class:`evsnn.errors.FormatError` with one line naming the file and the problem.

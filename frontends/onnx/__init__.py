@@ -12,8 +12,12 @@ tokens (hence the same ``QuantAct``) and :mod:`.convert` holds the state.
 
 How a model is read:
 
-1. The file is parsed (a non-ONNX or truncated file is a :class:`FormatError`),
-   its opset and IR version are checked (outside the supported range: a
+1. The file is checked at the edge by :mod:`evsnn.validate.onnx_model` (regular
+   file within a size cap; parsed from bytes; names are text, nodes in
+   topological order, every tensor of a known type declaring at most
+   ``EVSNN_MAX_ARRAY_BYTES`` and holding the bytes its dims say; external data
+   only from regular files inside the model's folder; a non-ONNX, truncated or
+   unsound file is a :class:`FormatError` naming it), its opset and IR version are checked (outside the supported range: a
    :class:`ConversionError` naming the model's opset and the supported range),
    local functions are inlined, ``onnx.checker`` validates it (invalid:
    FormatError) and ``onnx.shape_inference`` (with data propagation) annotates
@@ -27,6 +31,8 @@ How a model is read:
    ``onnx.reference``, except quantizers (QDQ, QONNX), which are folded in
    float32 exactly as onnxruntime / QONNX compute them (weights written as
    ``DQ(int8)``, ``Q → Clip → DQ`` of float weights, ``DQ(int32 bias)``);
+   the bytes a constant node would allocate (ConstantOfShape, Expand, Tile,
+   Range, ...) are checked against ``EVSNN_MAX_ARRAY_BYTES`` first;
    ``Shape`` of a data tensor gives a constant whose batch
    entry is a marker, so exporters' ``Shape → Gather → Concat → Reshape``
    flattening resolves (arithmetic on the batch size is refused).
@@ -109,15 +115,16 @@ import warnings
 
 import onnx
 import onnx.checker
-import onnx.external_data_helper
 import onnx.inliner
 import onnx.numpy_helper
 import onnx.shape_inference
 
 from evsnn.errors import ConversionError, FormatError
+from evsnn.paths import existing_file
 from evsnn.frontends.onnx import ops
 from evsnn.frontends.onnx.convert import Converter, first_line
 from evsnn.ir import ann as A
+from evsnn.validate import onnx_model
 
 MIN_OPSET = ops.MIN_OPSET
 _MAGIC = (b"PK\x03\x04", b"\x89HDF\r\n\x1a\n", b"\x93NUMPY", b"%PDF")
@@ -135,35 +142,26 @@ def can_open(path: str | os.PathLike) -> bool:
     """True if ``path`` parses as an ONNX model with a graph; never raises."""
     try:
         path = os.fspath(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if not head or any(head.startswith(m) for m in _MAGIC):
+        path = existing_file(path, "a model file")
+        if os.path.getsize(path) > onnx_model.max_model_bytes():
             return False
-        return _looks_like_model(onnx.load(path, load_external_data=False))
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data or any(data.startswith(m) for m in _MAGIC):
+            return False
+        onnx_model.parse_model(data, path)
+        return True
     except Exception:
         return False
 
 
-def _looks_like_model(model: onnx.ModelProto) -> bool:
-    return model.ir_version > 0 and len(model.graph.node) > 0 and len(model.opset_import) > 0
-
-
 def read(path: str | os.PathLike) -> onnx.ModelProto:
-    """Parse ``path`` (with external data); FormatError with one line if it is not an ONNX model."""
+    """Parse ``path`` (with external data) through :func:`evsnn.validate.onnx_model.read_model`:
+    FormatError with one line if it is not a sound ONNX model (see that module for the checks)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path) or os.path.isdir(path):
         raise FormatError(f"{path}: {'is a directory, not a model file' if os.path.isdir(path) else 'no such file'}")
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as e:
-        raise FormatError(f"{path}: not a readable ONNX file ({first_line(e)})") from None
-    if not _looks_like_model(model):
-        raise FormatError(f"{path}: not an ONNX model (no graph, IR version or opset found)")
-    try:
-        onnx.external_data_helper.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-    except Exception as e:
-        raise FormatError(f"{path}: cannot load the model's external weight data ({first_line(e)})") from None
-    return model
+    return onnx_model.read_model(path)
 
 
 def load(path: str | os.PathLike) -> A.AnnGraph:
@@ -174,11 +172,15 @@ def load(path: str | os.PathLike) -> A.AnnGraph:
 
 def from_model(model: onnx.ModelProto, name: str = "model", source: str = "<model>") -> A.AnnGraph:
     """Convert an in-memory ``onnx.ModelProto`` (same rules as :func:`load`)."""
+    onnx_model.check_model(model, source)
     opset = _check_versions(model)
     if len(model.functions):
-        model = onnx.inliner.inline_local_functions(model)
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as e:  # noqa: BLE001 - onnx's C++ inliner on a malformed function
+            raise FormatError(f"{source}: cannot inline the model's local functions ({first_line(e)})") from None
     _check_model(model, source)
-    graph = Converter(model, opset, _infer_shapes(model)).run(name)
+    graph = Converter(model, opset, _infer_shapes(model), source=source).run(name)
     for note in graph.meta["notes"]:
         warnings.warn(note, UserWarning, stacklevel=2)
     return graph

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnx.helper
-import onnx.numpy_helper
 
-from evsnn.errors import ConversionError
+from evsnn.errors import ConversionError, EvsnnError
 from evsnn.frontends.onnx import layout, ops, qdq, qonnx, quantizers  # noqa: F401 (registers converters)
 from evsnn.frontends.onnx.chain import ACTIVATION_HELP, ChainError, Token, is_affine, plan_chain
 from evsnn.frontends.onnx.quantizers import QuantError
 from evsnn.ir import ann as A
+from evsnn.validate import onnx_model
+from evsnn.validate.limits import check_array_size
 
 _MOVEMENT = {"Identity", "Cast", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 _RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
@@ -59,12 +60,14 @@ _KEEP = object()
 class Converter:
     """Conversion state of one model; the API converters in :mod:`.ops` use."""
 
-    def __init__(self, model: onnx.ModelProto, opset: int, inferred: dict):
+    def __init__(self, model: onnx.ModelProto, opset: int, inferred: dict, source: str = "<model>"):
         self.g = model.graph
+        self.file = source
         self.opset = opset
         self.producer = f"{model.producer_name} {model.producer_version}".strip()
         self._inferred = inferred
-        self.consts: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in self.g.initializer}
+        self.consts: dict[str, np.ndarray] = {
+            t.name: onnx_model.tensor_array(t, f"initializer {t.name!r}", source) for t in self.g.initializer}
         self.batchy: set[str] = set()
         self.values: dict[str, Value] = {}
         self._cache: dict[str, A.Node] = {}
@@ -167,6 +170,8 @@ class Converter:
     def emit(self, anode: A.Node, out: str, foldable: bool = False, activation: bool = False) -> None:
         """Append ``anode`` (inputs already emitted); its value becomes ONNX tensor ``out`` (if any)."""
         self._shapes[anode.name] = A._infer_shape(anode, [self._shapes[i] for i in anode.inputs])
+        # one sample's activations in float64: a file's pads/strides cannot make evsnn allocate more
+        check_array_size(self._shapes[anode.name], 8, f"{self.file}: node {anode.name!r} (per-sample output)")
         self.nodes.append(anode)
         if out:
             self.values[out] = Value(anode, self._shapes[anode.name], [], foldable and self._uses[out] == 1)
@@ -317,7 +322,7 @@ class Converter:
             raise ConversionError(f"input {inp.name!r} has no tensor shape")
         if tt.elem_type not in ops._FLOAT_TYPES:
             raise ConversionError(f"input {inp.name!r} has element type "
-                                  f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; a float input is required")
+                                  f"{onnx_model.dtype_name(tt.elem_type)}; a float input is required")
         dims = list(tt.shape.dim)
         readers = self._readers_through_casts(inp.name)
         nhwc = len(dims) == 4 and bool(readers) and all(
@@ -331,6 +336,7 @@ class Converter:
                 raise ConversionError(f"input {inp.name!r} has a dynamic axis {i} ({d.dim_param or '?'}); only the "
                                       "batch axis (0) may be dynamic, C/H/W or F must be fixed")
         self.fixed_batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
+        check_array_size([d.dim_value for d in dims[1:]], 8, f"{self.file}: input {inp.name!r} (per sample)")
         node = A.Input(self.unique(inp.name), shape=tuple(d.dim_value for d in dims[1:]))
         self._shapes[node.name] = node.shape
         self.nodes.append(node)
@@ -382,9 +388,17 @@ class Converter:
         ins = [i for i in node.input if i]
         if any(i in self.batchy for i in ins) and node.op_type not in _MOVEMENT:
             raise self.fail(node, "computes with the batch size; dynamic shape arithmetic is not supported")
+        onnx_model.check_const_node(node, [self.consts[i] if i else None for i in node.input], self.file,
+                                    self.opset)
         own = ops.lookup_const(node.op_type, node.domain)
         if own is not None:
-            for name, val in zip(node.output, own(self, node), strict=False):
+            try:
+                outs = own(self, node)
+            except EvsnnError:
+                raise
+            except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as e:
+                raise self.fail(node, f"cannot be evaluated as a constant ({first_line(e)})") from None
+            for name, val in zip(node.output, outs, strict=False):
                 if name:
                     self.set_const(name, val)
             return

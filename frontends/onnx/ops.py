@@ -23,6 +23,7 @@ import onnx
 
 from evsnn.frontends.onnx.chain import INF
 from evsnn.ir import ann as A
+from evsnn.validate.onnx_model import dtype_name
 
 MIN_OPSET = 11
 BATCH = -987654321  # stands for the (dynamic) batch size inside shape computations; fits int32
@@ -344,7 +345,7 @@ _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProt
 def cast(ctx, node) -> None:
     to = attrs(node).get("to")
     if to not in _FLOAT_TYPES:
-        raise ctx.fail(node, f"Cast to {onnx.TensorProto.DataType.Name(to)} is not supported (float types only)")
+        raise ctx.fail(node, f"Cast to {dtype_name(to)} is not supported (float types only)")
     ctx.extend(node, node.input[0], [])
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 
 from evsnn.frontends.onnx.chain import Token
+from evsnn.validate.onnx_model import dtype_name
 
 # integer element types of QuantizeLinear/DequantizeLinear: range and the opset that introduced them
 INT_TYPES = {
@@ -72,7 +73,7 @@ class QuantError(Exception):
 
 
 def type_name(t: int) -> str:
-    return onnx.TensorProto.DataType.Name(t)
+    return dtype_name(t)
 
 
 def type_range(t: int, opset: int) -> tuple[int, int]:

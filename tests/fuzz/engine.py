@@ -7,6 +7,7 @@ input that takes longer than ``timeout`` seconds (SIGALRM).
 - In the test suite (``tests/test_fuzz.py``) the plain loop runs each harness for
   ``EVSNN_FUZZ_SECONDS`` seconds (default 5; the issue's CI cap is 20) from the committed seed
   corpus in ``tests/fuzz/corpus/<harness>/``, seeded, so a run is reproducible.
+- ONNX inputs are half byte mutations, half structure-aware ones (:mod:`tests.fuzz.onnx_mutator`).
 - Longer runs, by hand: ``python -m tests.fuzz.run network --seconds 240`` (plain loop), or with
   atheris installed ``python -m tests.fuzz.run network --atheris -- -max_total_time=240``
   (libFuzzer flags after ``--``). Findings are saved under ``tests/fuzz/findings/<harness>/``.
@@ -106,12 +107,23 @@ def call(target, data: bytes, timeout: float) -> str | None:
     return None
 
 
+def structured_mutator(harness: str):
+    """``mutate(rng, seed) -> bytes | None`` that edits a decoded seed, for harnesses whose format
+    byte mutations rarely get past (half of the loop's inputs then come from it), else None."""
+    if harness == "onnx":
+        from tests.fuzz.onnx_mutator import mutate_model
+
+        return mutate_model
+    return None
+
+
 def fuzz_loop(harness: str, target, seconds: float, seed: int = 0, timeout: float = 10.0,
               max_iterations: int | None = None) -> Report:
     """Mutate the seed corpus for ``seconds`` (or ``max_iterations`` inputs, whichever ends first);
     every seed first runs unmutated (it must load)."""
     rng = random.Random(seed)
     pool = seeds(harness)
+    structured = structured_mutator(harness)
     rep = Report(harness)
     t0 = time.perf_counter()
     for s in pool:
@@ -120,7 +132,8 @@ def fuzz_loop(harness: str, target, seconds: float, seed: int = 0, timeout: floa
             rep.findings.setdefault("seed " + key, s)
         rep.iterations += 1
     while time.perf_counter() - t0 < seconds and (max_iterations is None or rep.iterations < max_iterations):
-        data = mutate(rng, rng.choice(pool), pool)
+        data = structured(rng, rng.choice(pool)) if structured and rng.random() < 0.5 else None
+        data = mutate(rng, rng.choice(pool), pool) if data is None else data
         key = call(target, data, timeout)
         rep.iterations += 1
         if key:

@@ -59,10 +59,56 @@ def main():
     put("events", "events.npz", buf.getvalue())
     put("profile", "p.json", b'{"name": "x", "mac": 4.6, "ac": 0.9, "mem_sop": 10}')
     put("profile", "p.toml", b'mac = 4.6\nac = 0.9\nname = "x"\n')
-    put("onnx", "qcfs.onnx", open(os.path.join(FIX, "onnx", "qcfs_legacy.onnx"), "rb").read())
+    onnx_seeds()
     put("keras", "clip_cnn.keras", open(os.path.join(FIX, "keras", "clip_cnn.keras"), "rb").read())
     put("keras_h5", "clip_cnn.h5", open(os.path.join(FIX, "keras", "clip_cnn.h5"), "rb").read())
     shutil.rmtree(tmp)
+
+
+def const_folding_model() -> bytes:
+    """A small ONNX model whose bias and flatten target are computed by shape-making constant ops
+    (ConstantOfShape, Range, Expand, Tile, Shape → Gather → Concat → Reshape), so mutations reach
+    the frontend's constant evaluation."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "fc")
+    i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.int64), name)  # noqa: E731
+    f32 = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.float32), name)  # noqa: E731
+    nodes = [
+        helper.make_node("ConstantOfShape", ["two"], ["ones2"], value=f32("v", [0.25])),
+        helper.make_node("Range", ["r0", "r1", "r2"], ["ramp"]),
+        helper.make_node("Tile", ["ones2", "one"], ["tiled"]),
+        helper.make_node("Mul", ["tiled", "ramp"], ["cbias"]),
+        helper.make_node("Conv", ["x", "w", "cbias"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Shape", ["p"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "zero1"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["p", "target"], ["flat"]),
+        helper.make_node("Expand", ["b3", "three"], ["fcb"]),
+        helper.make_node("Gemm", ["flat", "fc", "fcb"], ["y"], transB=1),
+    ]
+    inits = [w, fc, i64("two", [2]), f32("r0", 1.0), f32("r1", 3.0), f32("r2", 1.0), i64("one", [1]),
+             i64("zero", 0), i64("zero1", [0]), i64("minus1", [-1]), f32("b3", [0.5]), i64("three", [3])]
+    graph = helper.make_graph(nodes, "consts", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                              ["N", 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_seeds():
+    put("onnx", "qcfs.onnx", open(os.path.join(FIX, "onnx", "qcfs_legacy.onnx"), "rb").read())
+    put("onnx", "consts.onnx", const_folding_model())
+    put("onnx", "ort_qdq.onnx", open(os.path.join(FIX, "onnx_quant", "ort_qdq.onnx"), "rb").read())
+    put("onnx", "brevitas_qcdq.onnx", open(os.path.join(FIX, "onnx_quant", "brevitas_qcdq_legacy.onnx"), "rb").read())
 
 
 if __name__ == "__main__":
