@@ -204,7 +204,8 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
 @click.option("--batch-size", type=BATCH, default=64, show_default=True, help="samples simulated and written at a time")
 @click.option("--engine", type=click.Choice(["event", "reference"]), default="event", show_default=True,
               help="event: the Numba event engine; reference: the NumPy clock-driven simulator (for checking)")
-@click.option("--threads", type=THREADS, default=None, help="threads of the event engine (default: all cores)")
+@click.option("--threads", type=THREADS, default=None, help="threads of the event engine, one sample per thread (default: the usable cores, at most "
+                   "NUMBA_NUM_THREADS); BLAS runs on one thread inside the engine")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="arithmetic of the event engine (default: float64 for casc and bitserial, which then match "
                    "the quantized ANN exactly, float32 for the rate presets); float64 agrees with the reference "
@@ -361,7 +362,8 @@ def inspect(file, as_json):
 @click.option("--engine", type=click.Choice(["auto", "event", "reference"]), default="auto", show_default=True,
               help="auto: the event engine if available, else the NumPy reference")
 @click.option("--batch-size", type=BATCH, default=128, show_default=True, help="samples simulated at a time")
-@click.option("--threads", type=THREADS, default=None, help="threads of the event engine (default: all cores)")
+@click.option("--threads", type=THREADS, default=None, help="threads of the event engine, one sample per thread (default: the usable cores, at most "
+                   "NUMBA_NUM_THREADS); BLAS runs on one thread inside the engine")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="seed of rate-coded input spikes")
 @click.option("--limit", type=COUNT, default=None, help="run only the first N samples")
 @user_errors
