@@ -169,15 +169,12 @@ def export(net: S.Network, x: np.ndarray, wake: int, steps: int, folder: str, sl
     dsteps = DR.delivery_steps(net, wake)
     arrays, pops = {"x": x}, []
     for p in net.populations:
-        incoming, wake_cur = [], None
+        incoming = []
         for k, pr in enumerate(net.incoming(p.name)):
             if pr.delay:
                 raise SystemExit("delayed projections are not supported by the peers' runner")
-            if pr.pre == S.INPUT:
-                if not DR.input_in_drive(net, pr):
-                    y = DR.project(pr, xf)
-                    wake_cur = y if wake_cur is None else wake_cur + y
-                continue
+            if pr.pre == S.INPUT and DR.input_in_drive(net, pr):
+                continue  # part of the drive below
             key = f"{p.name}/{k}"
             d = {"id": key, "pre": pr.pre, "pre_shape": list(pr.pre_shape)}
             if isinstance(pr, S.DenseProjection):
@@ -198,16 +195,13 @@ def export(net: S.Network, x: np.ndarray, wake: int, steps: int, folder: str, sl
             incoming.append(d)
         if DR.has_drive(p):
             arrays[f"drive/{p.name}"] = DR.drive_total(net, p, xf) / dsteps
-        else:
-            b = np.asarray(p.bias, dtype=np.float64).reshape(-1)
-            wake_cur = b if wake_cur is None else wake_cur + b
-        if wake_cur is not None and p.model != "maxpool":
-            arrays[f"wake/{p.name}"] = wake_cur
+        elif p.model != "maxpool":
+            arrays[f"bias/{p.name}"] = np.asarray(p.bias, dtype=np.float64).reshape(-1)
         arrays[f"th/{p.name}"] = np.asarray(p.threshold, dtype=np.float64).reshape(-1)
         arrays[f"v0/{p.name}"] = np.broadcast_to(np.asarray(p.v0, dtype=np.float64), (p.size,)).copy()
         pops.append({"name": p.name, "model": p.model, "size": int(p.size), "incoming": incoming})
     meta = {"preset": net.preset, "steps": int(steps), "wake": int(wake), "dsteps": int(dsteps),
-            "sleep": sleep, "populations": pops}
+            "sleep": sleep, "input": S.INPUT, "populations": pops}
     np.savez(os.path.join(folder, "spec.npz"), meta=json.dumps(meta), **arrays)
 
 

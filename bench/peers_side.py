@@ -18,9 +18,10 @@ integrate-and-fire neuron (SpikingJelly ``IFNode(v_reset=None)``, sinabs ``IAF``
 of model ``maxpool`` (the converter's gate that tracks the window maximum of spike counts)
 have no library counterpart and are computed in torch as in bench/dense_baseline.py;
 ``cif`` populations (casc) are run with the library's plain IF neuron (no cap, no negative
-spikes), so casc counts agree only where those rules never act. Wake input and bias arrive
-as the constant per-step currents in the spec (the exact presets' drive divided evenly over
-its delivery steps, without evsnn's fixed-point grid).
+spikes), so casc counts agree only where those rules never act. The analog input's projection
+is computed once per sample in float32 and added with the bias every wake step (as the dense
+baseline does); the exact presets' drive arrives divided evenly over its delivery steps
+(float64 total, without evsnn's fixed-point grid).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class LayerwiseSide:
         self.T, self.wake, self.dsteps = meta["steps"], meta["wake"], meta["dsteps"]
         self.pops = meta["populations"]
         self.t = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in arrays.items() if k != "x"}
+        self.x = torch.as_tensor(np.asarray(arrays["x"], dtype=np.float32).reshape(len(arrays["x"]), -1))
 
     def _op(self, pr, s):
         """Projection ``pr`` applied to ``s`` (B, pre size) → (B, post size)."""
@@ -115,9 +117,12 @@ class LayerwiseSide:
         for pr in p["incoming"]:
             if pr["kind"] == "maxpool":
                 continue
+            if pr["pre"] == self.meta["input"]:  # analog input: the same current every wake step
+                cur[:self.wake] += self._op(pr, self.x[lo:hi])
+                continue
             s = spikes[pr["pre"]]
             cur += self._op(pr, s.reshape(self.T * B, -1)).reshape(self.T, B, -1)
-        for key, steps in (("wake", self.wake), ("drive", self.dsteps)):
+        for key, steps in (("bias", self.wake), ("drive", self.dsteps)):
             c = self.t.get(f"{key}/{p['name']}")
             if c is not None:
                 cur[:steps] += c[lo:hi] if c.dim() == 2 else c
