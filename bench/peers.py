@@ -280,7 +280,7 @@ def run_case(name: str, args, pythons: dict) -> None:
     base = statistics.median(times["evsnn"]) if "evsnn" in times else None
     for side, ts in times.items():
         med = statistics.median(ts)
-        ratio = f"{med / base:8.2f}× evsnn" if base else ""
+        ratio = f"{med / base:8.2f}× evsnn's time" if base else ""
         agree = f"  counts equal to evsnn: {100 * agreement(counts['evsnn'], counts[side]):6.2f} %" \
             if "evsnn" in counts and side != "evsnn" else ""
         print(f"  {side:13s} {med * 1e3:10.1f} ms  {ratio}{agree}")
