@@ -44,3 +44,21 @@ def test_loading_data_and_a_network_file_loads_no_scipy_onnx_or_numba(tmp_path):
             f"runner.prepare_network({path!r}, None, None, None, 99.99, 'analog')\n"
             "runner.load_data('digits', 1)")
     assert loaded_after(code) <= {"numpy", "h5py"}
+
+
+def test_cli_main_leaves_with_the_collector_off(monkeypatch):
+    # the interpreter's shutdown then skips the collector's passes over Numba's objects (bench/fixed_cost.py)
+    import gc
+
+    from evsnn import cli
+
+    monkeypatch.setattr(sys, "argv", ["evsnn", "--version"])
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == 0
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
