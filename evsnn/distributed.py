@@ -25,9 +25,9 @@ Decisions:
   so results equal a single-process run's; the client writes them as they complete,
   in any order (:class:`evsnn.store.results.ResultsWriter` keeps a done map).
 - Threads: a task runs the engine with ``threads`` (``--threads``) or 1, and BLAS
-  limited to that many threads (threadpoolctl when installed; the nanny already
-  sets ``OMP/MKL/OPENBLAS_NUM_THREADS=1``): give workers one thread per process and
-  start as many worker processes as cores.
+  limited to that many threads (:func:`evsnn.threads.limit_blas`; the nanny already
+  sets ``OMP/MKL/OPENBLAS_NUM_THREADS=1``; inside the engine call BLAS runs on one
+  thread): give workers one thread per process and start as many worker processes as cores.
 - Faults: tasks of a worker that dies are rerun on the others by the scheduler
   (``distributed.scheduler.allowed-failures`` times, default 3); if every copy of
   the scattered network is lost (all workers died at once), it is scattered again
@@ -145,22 +145,15 @@ def _takes_n_workers(client) -> bool:
 
 # ---------------------------------------------------------------------------------------------- worker side
 
-def _limit_blas(threads: int) -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=threads)
-
-
 def _prepared(net, digest: str, engine: str, dtype: str, threads: int):
     """The network packed for ``engine`` in this worker process, once per (digest, engine, dtype)."""
     key = (digest, engine, dtype)
     prep = _prepared_cache.get(key)
     if prep is None:
         from evsnn.runner import RunOptions, batch_network
+        from evsnn.threads import limit_blas
 
-        _limit_blas(threads)
+        limit_blas(threads)  # the Python side of the worker (the engine call itself runs BLAS on one thread)
         prep = batch_network(engine, net, RunOptions(dtype=dtype))
         while len(_prepared_cache) >= _CACHE_SIZE:
             _prepared_cache.pop(next(iter(_prepared_cache)))

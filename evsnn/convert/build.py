@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.sparse as sp
 
 from evsnn.convert.compose import LinOp, compose, linop_of
 from evsnn.convert.presets import bits_for_levels, get_preset
@@ -133,6 +132,8 @@ def _projection(pre: str, post: str, pre_shape, post_shape, op: LinOp, scale: fl
         return S.PoolProjection(**base, window=tuple(op.kernel), stride=tuple(op.stride), pads=tuple(op.pads),
                                 weight=scale / div)
     if op.kind == "dense":
+        import scipy.sparse as sp  # lazy: loading a network file (which imports this module) needs no SciPy
+
         m = sp.csr_matrix(op.weight.T * scale)
         m.eliminate_zeros()
         return S.DenseProjection(**base, indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int64),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from evsnn.engine.pack import PI_OFF, Packed, input_drive_grid, pack
@@ -13,6 +12,7 @@ from evsnn.errors import ConversionError
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
+from evsnn.threads import engine_pools, engine_threads
 
 # Break-even activity (events / pre neurons) above which a projection's step runs dense (BLAS),
 # like a direction-optimizing BFS switching from push to pull. Model: break-even = event rate /
@@ -89,7 +89,8 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     reusable across calls; same results). ``wake``/``sleep`` None: the network's schedule (casc: T_w = L,
     sleep until quiet). ``verify``: attach :func:`evsnn.verify.verify`'s report (``res.verify``). Extra
     options: ``threads`` (samples run in parallel, one state per thread; results do not depend on it;
-    default: Numba's thread count), ``dtype`` (float32 or float64 for membranes, currents and weights;
+    default: the usable cores, at most ``NUMBA_NUM_THREADS``; BLAS, used by the dense steps, is limited to one
+    thread during the call and restored after, see :mod:`evsnn.threads`), ``dtype`` (float32 or float64 for membranes, currents and weights;
     default float64 for the exact presets casc and bitserial, whose counts then equal the quantized ANN
     evaluated in float64, float32 for the rate presets; or the Prepared's dtype, which an explicit
     ``dtype`` must match), and ``path``: "auto" picks per projection and step between
@@ -147,21 +148,14 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     silent = np.zeros(n, dtype=np.int64)
     fc, fd = _fractions(path, dtype)
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
-    nthreads = numba.get_num_threads() if threads is None else int(threads)
-    if nthreads < 1:
-        raise ConversionError(f"threads must be ≥ 1, got {threads}")
-    nthreads = min(nthreads, numba.config.NUMBA_NUM_THREADS)
-    old = numba.get_num_threads()
-    numba.set_num_threads(nthreads)
-    try:
+    nthreads = engine_threads(threads)
+    with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
         run_batch(max(1, min(n, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
                   pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
                   bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
                   max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
-    finally:
-        numba.set_num_threads(old)
 
     if plan.auto:
         steps = int(qa.max()) + 1 if (qa >= 0).all() else T

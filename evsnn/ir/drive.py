@@ -57,7 +57,6 @@ Rate presets keep their per-step input and bias current (no drive).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from evsnn.ir import ops
 from evsnn.ir import snn as S
@@ -65,8 +64,10 @@ from evsnn.ir import snn as S
 CLAMP = 2.0 ** 49
 
 
-def dense_matrix(pr: S.DenseProjection) -> sp.csr_matrix:
-    """The (pre, post) sparse matrix whose row i holds neuron i's outgoing weights."""
+def dense_matrix(pr: S.DenseProjection):
+    """The (pre, post) ``scipy.sparse.csr_matrix`` whose row i holds neuron i's outgoing weights."""
+    import scipy.sparse as sp  # lazy: SciPy's import is a large part of a short run's fixed cost
+
     n_pre, n_post = int(np.prod(pr.pre_shape)), int(np.prod(pr.post_shape))
     return sp.csr_matrix((pr.data, pr.indices, pr.indptr), shape=(n_pre, n_post))
 

@@ -1,0 +1,64 @@
+"""Start-up cost (issue #14 item 5): what each entry point imports. Times are measured in
+bench/fixed_cost.py; here only which heavy modules a fresh interpreter ends up holding."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("numpy", "scipy", "h5py", "onnx", "numba", "llvmlite", "torch", "keras", "click", "threadpoolctl")
+
+
+def loaded_after(code: str) -> set[str]:
+    """Top-level packages among HEAVY that a fresh interpreter holds after running ``code``."""
+    probe = code + f"\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_import_evsnn_loads_no_heavy_module():
+    assert loaded_after("import evsnn") == set()
+
+
+def test_cli_module_loads_only_click():
+    # `evsnn --help` and argument errors need no NumPy, h5py or engine
+    assert loaded_after("import evsnn.cli") == {"click"}
+
+
+@pytest.mark.parametrize("module", ["evsnn.runner", "evsnn.store", "evsnn.convert", "evsnn.energy", "evsnn.report",
+                                    "evsnn.datasets", "evsnn.ir", "evsnn.ir.drive", "evsnn.reference"])
+def test_run_path_modules_load_no_scipy_onnx_or_numba(module):
+    assert loaded_after(f"import {module}") <= {"numpy", "h5py"}
+
+
+def test_loading_data_and_a_network_file_loads_no_scipy_onnx_or_numba(tmp_path):
+    from evsnn.store import save_network
+    from test_threads import _dense_net
+
+    net, _ = _dense_net()
+    path = str(tmp_path / "net.h5")
+    save_network(net, path)
+    code = ("from evsnn import runner\n"
+            f"runner.prepare_network({path!r}, None, None, None, 99.99, 'analog')\n"
+            "runner.load_data('digits', 1)")
+    assert loaded_after(code) <= {"numpy", "h5py"}
+
+
+def test_cli_main_leaves_with_the_collector_off(monkeypatch):
+    # the interpreter's shutdown then skips the collector's passes over Numba's objects (bench/fixed_cost.py)
+    import gc
+
+    from evsnn import cli
+
+    monkeypatch.setattr(sys, "argv", ["evsnn", "--version"])
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == 0
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
