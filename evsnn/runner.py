@@ -222,7 +222,7 @@ def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
     kw = dict(wake=opts.wake, sleep=sleep, max_sleep=opts.max_sleep, record=tuple(opts.record),
               seed=batch_seed(opts.seed, b), allow_inexact=opts.allow_inexact, verify=opts.verify)
     if engine == "event":
-        kw.update(threads=opts.threads, dtype=np.dtype(opts.dtype))
+        kw.update(threads=opts.threads, dtype=np.dtype(opts.dtype), memory_budget=opts.memory_budget)
     return sim(net, x, **kw)
 
 
@@ -334,7 +334,12 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
     if y is not None and len(y) != n:
         raise ShapeError(f"{len(y)} labels for {n} samples")
     check_data(x, y, net.readout.size, opts.allow_nonfinite)
-    check_run_memory(net, plan.max_steps, min(opts.batch_size, n), plan.record, plan.wake, opts.memory_budget)
+    # the event engine records sleep-"auto" runs in growing rounds (it checks the budget as it grows)
+    steps = plan.max_steps
+    if engine == "event":
+        from evsnn.engine.run import first_round_steps
+        steps = first_round_steps(plan)
+    check_run_memory(net, steps, min(opts.batch_size, n), plan.record, plan.wake, opts.memory_budget)
     layout = run_layout(net, n, opts, y is not None)
     cfg = run_config(net, plan, sleep, opts, engine, info or {})
     if client is not None:

@@ -19,7 +19,7 @@ from evsnn.convert import convert
 from evsnn.errors import ConversionError, FormatError
 from evsnn.ir import ann as A
 from evsnn.ir import drive as DR
-from evsnn.reference import ann_levels
+from evsnn.reference import ann_forward, ann_levels
 from evsnn.reference import simulate as ref_simulate
 from evsnn.verify import expected_levels, verify
 from scripts import bench_script
@@ -94,6 +94,18 @@ def test_half_even_ties_give_the_file_level_in_every_layer(preset, real, data):
     event(f"{preset}: neurons where half-even ≠ floor: {'some' if any((fl_levels[k] != v).any() for k, v in graph_levels.items()) else 'none'}")
 
 
+def near_boundary(graph: A.AnnGraph, x: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """(N,) samples with a quantizer input within ``tol`` (relative, level units) of a rounding
+    boundary — z·L/λ + φ an integer, for floor and half-even rounding alike — in any layer."""
+    vals = ann_forward(graph, x, return_all=True)
+    out = np.zeros(len(x), dtype=bool)
+    for n in graph.nodes:
+        if isinstance(n, A.QuantAct):
+            y = vals[n.inputs[0]].reshape(len(x), -1) * (n.levels / n.scale) + n.phase
+            out |= (np.abs(y - np.rint(y)) <= tol * np.maximum(1.0, np.abs(y))).any(axis=1)
+    return out
+
+
 @pytest.mark.parametrize("preset", EXACT)
 @given(data=st.data())
 def test_oracle_equals_graph_ann_on_real_data(preset, data):
@@ -105,8 +117,13 @@ def test_oracle_equals_graph_ann_on_real_data(preset, data):
     net = convert(graph, preset)
     want = expected_levels(net, x)
     graph_levels = ann_levels(graph, x)
+    # Real weights still make exact ties where an average pool or an add combines levels of equal
+    # scales (sum/4 = k + ½): there the float64 graph lands an ulp either side while the oracle,
+    # working in level units, is exact. Such samples are compared by the SNN check below only.
+    far = ~near_boundary(graph, x)
+    event(f"{preset}: samples near a rounding boundary: {'some' if (~far).any() else 'none'}")
     for name, lv in graph_levels.items():
-        np.testing.assert_array_equal(want[name], lv, err_msg=name)
+        np.testing.assert_array_equal(want[name][far], lv[far], err_msg=name)
     res = engine.simulate(net, x, verify=True)
     assert res.verify.exact.all(), {k: v for k, v in res.verify.mismatches.items() if v.any()}
     assert res.verify.percent_exact == 100.0

@@ -350,12 +350,40 @@ def test_quantizer_pattern_to_quantact():
     assert g.meta["tensors"] == {"q/Div_1": "y"}
 
 
-def test_round_maps_to_phase_half_with_warning():
+def test_round_is_half_even_without_warning():
+    import warnings
     qn, qc = quant_nodes("c", round_half=True)
-    with pytest.warns(UserWarning, match="half to even"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         g = check_against_reference(make_model([conv_node(), *qn], {**conv_inits(), **qc}))
     q = g.node("q/Div_1")
-    assert q.phase == 0.5 and g.meta["notes"]
+    assert (q.phase, q.rounding) == (0.5, "half_even") and not g.meta.get("notes")
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 2.0, -1.0, 3.0])
+def test_round_with_an_integer_offset_keeps_the_ties_of_the_file(offset):
+    """clip(Round(z·L/λ + k), 0, L): the offset k moves into the bias *inside* the rounding, so every tie
+    (z·L/λ + k = m + ½) goes to the even m as onnx.reference's Round does, for odd k too; the casc SNN
+    gives the same counts."""
+    from evsnn.convert import convert
+    from evsnn.engine import simulate
+
+    mk = helper.make_node
+    c = {"w": np.eye(4, dtype=np.float32), "b": np.zeros(4, np.float32), "L": np.float32(4),
+         "lam": np.float32(4), "k": np.float32(offset), "zero": np.float32(0)}
+    nodes = [mk("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1), mk("Mul", ["g", "L"], ["m"]),
+             mk("Div", ["m", "lam"], ["d"]), mk("Add", ["d", "k"], ["a"]), mk("Round", ["a"], ["r"]),
+             mk("Clip", ["r", "zero", "L"], ["cl"]), mk("Mul", ["cl", "lam"], ["m2"]),
+             mk("Div", ["m2", "L"], ["q"], name="act"), mk("Gemm", ["q", "w", "b"], ["y"], name="fc2", transB=1)]
+    model = make_model(nodes, c, in_shape=("N", 4))
+    x = np.array([[0.5, 1.5, 2.5, -0.5], [1.0, 0.25, 3.5, -1.5], [-2.5, 0.0, 1.25, 4.5]], np.float32)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    g = fe.from_model(model)
+    np.testing.assert_array_equal(ann_forward(g, x), want)
+    net = convert(g, "casc")
+    res = simulate(net, x.astype(np.float64))
+    np.testing.assert_array_equal(res.values["act"], want)
+    assert (np.abs(x + offset - np.floor(x + offset) - 0.5) < 1e-12).sum() >= 6  # ties really are tested
 
 
 @pytest.mark.parametrize("variant", ["unit_clip", "relu_minmax", "sub_half"])
@@ -630,14 +658,14 @@ def test_plan_chain_normal_forms():
     assert p.act == ("clip", pytest.approx(0.6)) and p.scale == pytest.approx(1.0)
     p = plan_chain([clip(0, inf), aff(2.0)])
     assert p.act == ("relu",) and p.scale == 2.0
-    # a half-even round (QDQ): the rounding survives an even integer offset, becomes floor(x + ½) after an odd one
+    # a half-even round (QDQ): the rounding survives any integer offset (it moves into the bias, inside rint)
     half_even = _tok("floor", rounding="half_even")
     p = plan_chain([aff(1 / 0.1), aff(1.0, 0.5), half_even, clip(0, 7), aff(0.1)])
     assert p.act[1:3] == (7, pytest.approx(0.7)) and p.act[3:] == (0.5, "half_even")
     p = plan_chain([aff(1.0, 2.0), aff(1.0, 0.5), half_even, clip(0, 7)])
     assert p.act[3:] == (0.5, "half_even") and p.shift == pytest.approx(2.0)
     p = plan_chain([aff(1.0, 1.0), aff(1.0, 0.5), half_even, clip(0, 7)])
-    assert p.act[3:] == (0.5, "floor") and p.shift == pytest.approx(1.0)
+    assert p.act[3:] == (0.5, "half_even") and p.shift == pytest.approx(1.0)
     # pure affine: everything folds, named after the last token
     p = plan_chain([bn, aff(3.0, node="mul")])
     assert p.act is None and p.linear_token.node == "mul"

@@ -82,7 +82,8 @@ def _fractions(path: str, dtype) -> tuple[float, float]:
 
 def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str | None = None,
              max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
-             threads: int | None = None, dtype=None, path: str = "auto", verify: bool = False) -> SimResult:
+             threads: int | None = None, dtype=None, path: str = "auto", verify: bool = False,
+             memory_budget: int | None = None) -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
     ``net``: a :class:`~evsnn.ir.snn.Network`, or a :class:`Prepared` from :func:`prepare` (packed once,
@@ -95,7 +96,9 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     evaluated in float64, float32 for the rate presets; or the Prepared's dtype, which an explicit
     ``dtype`` must match), and ``path``: "auto" picks per projection and step between
     the event scatter and a dense BLAS step from the event count; "event" / "dense" force one (for tests;
-    spike and SOP counts are event counts either way).
+    spike and SOP counts are event counts either way). ``memory_budget``: bytes one round of records
+    may take when a sleep-"auto" run grows its record window (default
+    :func:`evsnn.validate.limits.memory_budget`); beyond it a FormatError.
 
     Decisions (documented here, see design.md): after a sample is quiet (t ≥ T_w and no spike in
     the last D+1 steps, D the largest delay) its state cannot change, so the engine stops it and
@@ -126,37 +129,39 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     dq, du = input_drive_grid(net, pk, x.reshape(n, -1)) if pk.ndyn and not use_rate else (
         np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1)))
     bitserial = net.preset == "bitserial"
-    bits = int(net.bits or 0)
-    P = len(pk.names)
     T = plan.max_steps
-    D = pk.max_delay
-    R = D + 1
-    nall = len(pk.theta)
-    osz = nall - pk.ntot
-    do_raster = "raster" in plan.record
-    # records are written by the kernels in external order, laid out so each population's are one block
-    rec_out = np.empty((n, T, osz), dtype=np.float64)
-    rec_pos = np.zeros((P, n, T), dtype=np.int64)
-    rec_neg = np.zeros((P, n, T), dtype=np.int64)
-    rec_sops = np.zeros((P, n, T), dtype=np.int64)
-    rec_in_pos = np.zeros((n, T), dtype=np.int64)
-    rec_in_sops = np.zeros((n, T), dtype=np.int64)
-    raster = np.zeros(n * T * pk.ntot if do_raster else 1, dtype=np.int8)
-    counts = np.empty(n * pk.ntot, dtype=np.int64)
-    values = np.empty(n * pk.ntot, dtype=np.float64)
-    qa = np.full(n, -1, dtype=np.int64)
-    silent = np.zeros(n, dtype=np.int64)
     fc, fd = _fractions(path, dtype)
-    shift_den = np.array([2.0 * plan.wake], dtype=dtype)
     nthreads = engine_threads(threads)
-    with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
-        run_batch(max(1, min(n, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
-                  pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
-                  bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
-                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
-                  rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
-                  qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
-
+    # Records are allocated per round, not for wake + max_sleep steps up front: with sleep "auto" the
+    # first round records wake + SLEEP_WINDOW steps; samples not quiet by then run again from the
+    # start with twice the sleep window (same inputs, same seed: the same trajectory), up to the cap.
+    # Memory then follows the steps the samples really need; the reruns cost at most about as much
+    # again as one run to the slowest sample's quiescence.
+    t_try = first_round_steps(plan)
+    todo = np.arange(n)
+    rounds = []
+    while True:
+        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, fc, fd, nthreads)
+        if t_try >= T:
+            rounds.append((todo, raw))
+            break
+        quiet = raw["qa"] >= 0
+        if quiet.all():
+            rounds.append((todo, raw))
+            break
+        rounds.append((todo[quiet], _take(raw, quiet)))
+        todo = todo[~quiet]
+        if len(todo) == 0:
+            break
+        t_try = min(T, plan.wake + max(1, 2 * (t_try - plan.wake)))
+        from evsnn.validate.limits import check_run_memory  # lazy: only when a round grows
+        check_run_memory(net, t_try, len(todo), plan.record, plan.wake, memory_budget)
+    qa = np.empty(n, dtype=np.int64)
+    silent = np.empty(n, dtype=np.int64)
+    for idx, raw in rounds:
+        qa[idx] = raw["qa"]
+        silent[idx] = raw["silent"]
+    D = pk.max_delay
     if plan.auto:
         steps = int(qa.max()) + 1 if (qa >= 0).all() else T
         sleep_steps = np.where(qa >= 0, qa - plan.wake + 1, steps - plan.wake).astype(np.int64)
@@ -165,23 +170,20 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         steps = T
         sleep_steps = np.full(n, steps - plan.wake, dtype=np.int64)
         quiescent = (qa >= 0) | (silent > D)
-    # no copies when the run used all its steps (views into the record blocks), else one per array
-    readout = np.ascontiguousarray(rec_out[:, :steps]).reshape((n, steps) + tuple(net.readout.shape))
-    res = SimResult(readout=readout, wake=plan.wake)
+    res = SimResult(readout=_merge(rounds, "readout", n, steps, hold=True).reshape(
+        (n, steps) + tuple(net.readout.shape)), wake=plan.wake)
     for p, name in enumerate(pk.names):
-        off, size = int(pk.pi[p, PI_OFF]), pk.sizes[p]
-        res.spikes_pos[name] = np.ascontiguousarray(rec_pos[p, :, :steps])
-        res.spikes_neg[name] = np.ascontiguousarray(rec_neg[p, :, :steps])
-        res.sops[name] = np.ascontiguousarray(rec_sops[p, :, :steps])
-        res.counts[name] = counts[n * off:n * (off + size)].reshape(n, size)
-        res.values[name] = values[n * off:n * (off + size)].reshape(n, size)
-        if do_raster:
-            r = raster[n * T * off:n * T * (off + size)].reshape(n, T, size)
-            res.raster[name] = r if steps == T else r[:, :steps].copy()
+        res.spikes_pos[name] = _merge(rounds, ("pos", p), n, steps)
+        res.spikes_neg[name] = _merge(rounds, ("neg", p), n, steps)
+        res.sops[name] = _merge(rounds, ("sops", p), n, steps)
+        res.counts[name] = _merge(rounds, ("counts", p), n)
+        res.values[name] = _merge(rounds, ("values", p), n)
+        if "raster" in plan.record:
+            res.raster[name] = _merge(rounds, ("raster", p), n, steps)
     if use_rate:
-        res.spikes_pos[S.INPUT] = np.ascontiguousarray(rec_in_pos[:, :steps])
+        res.spikes_pos[S.INPUT] = _merge(rounds, "in_pos", n, steps)
         res.spikes_neg[S.INPUT] = np.zeros_like(res.spikes_pos[S.INPUT])
-        res.sops[S.INPUT] = np.ascontiguousarray(rec_in_sops[:, :steps])
+        res.sops[S.INPUT] = _merge(rounds, "in_sops", n, steps)
     t = np.arange(steps)
     on = (t == 0) if bitserial else (t < plan.wake)
     res.input_macs = np.broadcast_to(np.where(on, pk.macs_on, 0).astype(np.int64), (n, steps)).copy()
@@ -191,3 +193,91 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         from evsnn.verify import verify as run_verify  # lazy: evsnn.verify imports only evsnn.ir
         res.verify = run_verify(net, x, res, seed=seed)
     return res
+
+
+SLEEP_WINDOW = 64  # sleep steps recorded in the first round of a sleep-"auto" run (then doubled)
+
+
+def first_round_steps(plan) -> int:
+    """Steps the engine records in its first round (what a run allocates up front)."""
+    return min(plan.max_steps, plan.wake + SLEEP_WINDOW) if plan.auto else plan.max_steps
+
+
+def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dq, du, T: int, fc: float,
+               fd: float, nthreads: int) -> dict:
+    """Samples ``idx`` simulated for at most ``T`` steps; their records keyed as :func:`_merge` reads them.
+
+    ``readout`` (m, T, classes), ``(pos|neg|sops, p)`` (m, T), ``in_pos``/``in_sops`` (m, T),
+    ``(counts|values, p)`` (m, size), ``(raster, p)`` (m, T, size), ``qa``/``silent`` (m,).
+    """
+    net, dtype, pk = prep.net, prep.dtype, prep.packed
+    m = len(idx)
+    whole = m == xin.shape[0]
+    if not whole:  # every per-sample input has the batch axis first
+        xin, rate, dq, du = (np.ascontiguousarray(a[idx]) for a in (xin, rate, dq, du))
+    bitserial = net.preset == "bitserial"
+    bits = int(net.bits or 0)
+    P = len(pk.names)
+    D = pk.max_delay
+    R = D + 1
+    nall = len(pk.theta)
+    osz = nall - pk.ntot
+    do_raster = "raster" in plan.record
+    # records are written by the kernels in external order, laid out so each population's are one block
+    rec_out = np.empty((m, T, osz), dtype=np.float64)
+    rec_pos = np.zeros((P, m, T), dtype=np.int64)
+    rec_neg = np.zeros((P, m, T), dtype=np.int64)
+    rec_sops = np.zeros((P, m, T), dtype=np.int64)
+    rec_in_pos = np.zeros((m, T), dtype=np.int64)
+    rec_in_sops = np.zeros((m, T), dtype=np.int64)
+    raster = np.zeros(m * T * pk.ntot if do_raster else 1, dtype=np.int8)
+    counts = np.empty(m * pk.ntot, dtype=np.int64)
+    values = np.empty(m * pk.ntot, dtype=np.float64)
+    qa = np.full(m, -1, dtype=np.int64)
+    silent = np.zeros(m, dtype=np.int64)
+    shift_den = np.array([2.0 * plan.wake], dtype=dtype)
+    with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
+        run_batch(max(1, min(m, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
+                  pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
+                  bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
+                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
+                  rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
+                  qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
+    raw = {"readout": rec_out, "in_pos": rec_in_pos, "in_sops": rec_in_sops, "qa": qa, "silent": silent}
+    for p in range(P):
+        off, size = int(pk.pi[p, PI_OFF]), pk.sizes[p]
+        raw["pos", p], raw["neg", p], raw["sops", p] = rec_pos[p], rec_neg[p], rec_sops[p]
+        raw["counts", p] = counts[m * off:m * (off + size)].reshape(m, size)
+        raw["values", p] = values[m * off:m * (off + size)].reshape(m, size)
+        if do_raster:
+            raw["raster", p] = raster[m * T * off:m * T * (off + size)].reshape(m, T, size)
+    return raw
+
+
+def _take(raw: dict, keep: np.ndarray) -> dict:
+    """The records of the samples ``keep`` (a boolean mask) of one round."""
+    return {k: v[keep] for k, v in raw.items()}
+
+
+def _merge(rounds: list, key, n: int, steps: int | None = None, hold: bool = False) -> np.ndarray:
+    """One record over all ``n`` samples from the rounds' parts; time axis (axis 1) cut or padded to
+    ``steps`` (padding: the last readout held (``hold``), zeros elsewhere — what a quiet sample records)."""
+    if len(rounds) == 1 and len(rounds[0][0]) == n:  # one round with every sample: views, no gather
+        a = rounds[0][1][key]
+        if steps is None or a.shape[1] == steps:
+            return a
+        if a.shape[1] > steps:
+            return np.ascontiguousarray(a[:, :steps])
+    first = rounds[0][1][key]
+    shape = (n,) + first.shape[1:] if steps is None else (n, steps) + first.shape[2:]
+    out = np.zeros(shape, dtype=first.dtype)
+    for idx, raw in rounds:
+        a = raw[key]
+        if steps is None:
+            out[idx] = a
+            continue
+        k = min(steps, a.shape[1])
+        out[idx, :k] = a[:, :k]
+        if hold and k < steps:
+            out[idx, k:] = a[:, k - 1:k]
+    return out

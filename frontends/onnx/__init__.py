@@ -63,11 +63,11 @@ How a model is read:
 
 Decisions:
 
-- ``Round`` (ONNX: half to even) is mapped to floor(x + ½), i.e. phase 0.5. The
-  two differ only where x·L/λ is exactly k + ½ (measure zero for real data,
-  possible for inputs on a dyadic grid). Loading such a model emits a
-  ``UserWarning`` and records the note in ``graph.meta["notes"]``. Export
-  QCFS-style quantizers as ``floor(x·L/λ + 0.5)`` to avoid it.
+- ``Round`` (ONNX: half to even) becomes the same ``rounding="half_even"``
+  quantizer as ``QuantizeLinear``'s rounding, so float-arithmetic quantizers
+  with ``Round`` convert exactly, ties included; an integer offset before it
+  (``Round(x + k)``) is moved into the preceding bias, inside the rounding, so
+  odd k keeps the file's ties too.
 - Constants are folded in float64; quantizer bounds within 1e-6 (relative) of
   an integer are snapped to it, a composed scale within 1e-9 of 1 is taken as 1
   and an offset within 1e-9 of an integer as that integer (float32 constants

@@ -194,10 +194,9 @@ def _quant(a, b, lo1, hi1, c, d, lo2, hi2, rounding="floor"):
         b = float(round(b))
     k = math.floor(b)
     phase = b - k
-    if rounding == "half_even" and k % 2:
-        # rint(x + k) = rint(x) + k only for even k; moving an odd offset out keeps every
-        # non-tie level, ties then round up (the floor form), as the SNN realises them anyway
-        rounding = "floor"
+    # The integer offset k is moved into the affine part (the preceding layer's bias), i.e. still
+    # *inside* the rounding: the QuantAct computes rint(z'·L/λ + φ − ½) with z'·L/λ = a·z + k, which is
+    # the file's rint(a·z + b − ½) for every k, odd or even, ties included.
     return ("quant", levels, c * levels, phase, rounding), s, k * c
 
 

@@ -312,12 +312,10 @@ def floor(ctx, node) -> None:
 
 @converter("Round")
 def round_(ctx, node) -> None:
-    """Round (half to even) → floor(x + ½): exact except at exact .5 ties (see module docstring)."""
-    ctx.note(
-        f"node {ctx.onnx_name(node)!r}: ONNX Round (half to even) mapped to floor(x + 0.5) (phase 0.5); "
-        "the two differ only where x·L/λ is exactly k + 0.5"
-    )
-    ctx.extend(node, node.input[0], [ctx.token(node, "affine", a=1.0, b=0.5), ctx.token(node, "floor")])
+    """Round (half to even, the ONNX spec) → ``A(1, ½) F(half_even)``: the same tokens as QuantizeLinear's
+    rounding, so a float-arithmetic quantizer with Round converts exactly, ties included."""
+    ctx.extend(node, node.input[0], [ctx.token(node, "affine", a=1.0, b=0.5),
+                                     ctx.token(node, "floor", rounding="half_even")])
 
 
 @converter("Identity")
