@@ -11,7 +11,7 @@ from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
-from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
+from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan, readout_quantizer
 from evsnn.threads import engine_pools, engine_threads
 
 # Break-even activity (events / pre neurons) above which a projection's step runs dense (BLAS),
@@ -171,7 +171,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         sleep_steps = np.full(n, steps - plan.wake, dtype=np.int64)
         quiescent = (qa >= 0) | (silent > D)
     res = SimResult(readout=_merge(rounds, "readout", n, steps, hold=True).reshape(
-        (n, steps) + tuple(net.readout.shape)), wake=plan.wake)
+        (n, steps) + tuple(net.readout.shape)), wake=plan.wake, readout_quant=readout_quantizer(net, plan.wake))
     for p, name in enumerate(pk.names):
         res.spikes_pos[name] = _merge(rounds, ("pos", p), n, steps)
         res.spikes_neg[name] = _merge(rounds, ("neg", p), n, steps)

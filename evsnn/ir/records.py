@@ -146,6 +146,9 @@ class SimResult:
     - ``sleep_steps``: (N,) sleep steps each sample ran until it went quiet (auto) or the fixed count.
     - ``quiescent``: (N,) whether the sample was quiet at its end.
     - ``verify``: the :class:`evsnn.verify.VerifyReport` of a run with ``verify=True``, else None.
+    - ``readout_quant``: ``(spec, u)`` when the model quantizes its logits (``net.meta["readout_quant"]``,
+      e.g. an ONNX QDQ on the logits) with u the readout's units per logit (L for the exact presets,
+      T_w for the rate ones), set by both simulators (:func:`readout_quantizer`); else None.
     """
 
     readout: np.ndarray
@@ -160,6 +163,7 @@ class SimResult:
     sleep_steps: np.ndarray | None = None
     quiescent: np.ndarray | None = None
     verify: object | None = None
+    readout_quant: tuple | None = None
 
     @property
     def steps(self) -> int:
@@ -167,4 +171,28 @@ class SimResult:
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.readout[:, -1].reshape(len(self.readout), -1).argmax(axis=1)
+        """(N,) class after the last step: the readout's argmax (ties: lowest class), or, for a model
+        whose logits are quantized, the argmax of its quantized logits, as the model itself predicts
+        (quantizing is monotone, so only logits that quantize to the same integer can differ)."""
+        last = self.readout[:, -1].reshape(len(self.readout), -1)
+        if self.readout_quant is not None:
+            spec, unit = self.readout_quant
+            last = quantize_logits(last / unit, spec)
+        return last.argmax(axis=1)
+
+
+def readout_quantizer(net: Network, wake: int) -> tuple | None:
+    """``(spec, u)`` for :attr:`SimResult.readout_quant`: the readout after the run is u × the logits
+    (u = L for casc/bitserial, T_w for the rate presets' average over the wake phase)."""
+    spec = net.meta.get("readout_quant")
+    if not spec:
+        return None
+    return dict(spec), float(net.levels if net.exact and net.levels else wake)
+
+
+def quantize_logits(logits: np.ndarray, spec: dict) -> np.ndarray:
+    """The integers ``clip(rint(logits / scale) + zero_point, qmin, qmax)`` of a readout quantizer
+    (half to even, as ONNX QuantizeLinear; ``rounding="floor"`` floors instead)."""
+    y = logits / float(spec["scale"])
+    y = np.floor(y) if spec.get("rounding") == "floor" else np.rint(y)
+    return np.clip(y + float(spec["zero_point"]), float(spec["qmin"]), float(spec["qmax"]))

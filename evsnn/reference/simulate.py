@@ -27,7 +27,7 @@ import numpy as np
 from evsnn import models
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
-from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
+from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan, readout_quantizer
 from evsnn.reference.projections import apply_projection, window_max
 
 
@@ -183,7 +183,7 @@ def simulate(net: S.Network, x, wake: int | None = None, sleep: int | str | None
 
     names = [p.name for p in pops]
     res = SimResult(readout=np.stack(rec_out, axis=1).reshape((n, len(rec_out)) + tuple(net.readout.shape)),
-                    wake=plan.wake)
+                    wake=plan.wake, readout_quant=readout_quantizer(net, plan.wake))
     for k in names:
         res.spikes_pos[k] = np.stack([r[k] for r in rec_pos], axis=1).astype(np.int64)
         res.spikes_neg[k] = np.stack([r[k] for r in rec_neg], axis=1).astype(np.int64)

@@ -3,7 +3,8 @@
 Layout (N samples, S steps, C = readout size, every name fixed so other tools can rely on it):
 
 - ``/readout`` float64 (N, S, C): the readout accumulator after each step.
-- ``/predictions`` int64 (N,): argmax of the readout after the last step (ties: lowest class).
+- ``/predictions`` int64 (N,): argmax of the readout after the last step (ties: lowest class); for a
+  model that quantizes its logits, of the quantized logits (:attr:`evsnn.ir.records.SimResult.predictions`).
 - ``/labels`` int64 (N,): when the data has labels; then ``/accuracy`` float64 (S,) is the
   fraction of samples whose argmax after step t equals the label.
 - ``/sleep_steps`` int64 (N,), ``/quiescent`` uint8 (N,): sleep steps each sample ran, and
@@ -401,7 +402,7 @@ class ResultsWriter:
         if steps > ds.shape[1]:
             ds.resize(steps, axis=1)
         ds[rows, :steps] = res.readout.reshape(n, steps, -1)
-        f["predictions"][rows] = res.readout[:, -1].reshape(n, -1).argmax(axis=1)
+        f["predictions"][rows] = res.predictions
         if lo.labels:
             f["labels"][rows] = np.asarray(y, dtype=np.int64)
         f["sleep_steps"][rows] = np.asarray(res.sleep_steps, dtype=np.int64)
