@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from evsnn.engine import cost
 from evsnn.engine.pack import PI_OFF, Packed, input_drive_grid, pack
 from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
@@ -14,13 +15,6 @@ from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan
 
-# Break-even activity (events / pre neurons) above which a projection's step runs dense (BLAS),
-# like a direction-optimizing BFS switching from push to pull. Model: break-even = event rate /
-# dense rate. Measured on one core of the development machine (bench/bench_kernels.py, 2026-11-23):
-# conv scatter ≈ 6.6e9 SOP/s vs im2col + sgemm ≈ 4.1e10 MAC/s → ≈ 16 %; CSR scatter ≈ 1.8e9 SOP/s
-# vs gemv ≈ 1.6e10–2.2e10 MAC/s → ≈ 10 %. float64 halves the BLAS rate, so its break-even doubles.
-# Edit this table (or run bench/bench_kernels.py and copy its measured break-evens) to re-calibrate.
-BREAK_EVEN = {"conv": 0.16, "csr": 0.10}
 PATHS = ("auto", "event", "dense")
 
 
@@ -71,18 +65,27 @@ def prepare(net: S.Network, dtype=None) -> Prepared:
     return Prepared(net, dtype, pk, ext)
 
 
-def _fractions(path: str, dtype) -> tuple[float, float]:
-    if path == "event":
-        return np.inf, np.inf
-    if path == "dense":
-        return -1.0, -1.0
-    f = 2.0 if np.dtype(dtype) == np.float64 else 1.0
-    return BREAK_EVEN["conv"] * f, BREAK_EVEN["csr"] * f
+def path_thresholds(prep: Prepared, path) -> np.ndarray:
+    """(K, M, 2) float64 thresholds the step loop reads (step t uses row t % K; see :func:`simulate`'s ``path``):
+    projection m's step runs dense iff its event count exceeds ``[t % K, m, track]`` (inf: never, −1: always)."""
+    M = len(prep.packed.ji)
+    if isinstance(path, str):
+        if path not in PATHS:
+            raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}, or a (K, M) schedule")
+        if path == "auto":
+            return np.ascontiguousarray(cost.thresholds(prep.packed.ji, cost.model(prep.dtype))[None])
+        return np.full((1, M, 2), np.inf if path == "event" else -1.0)
+    sched = np.asarray(path)
+    if sched.ndim != 2 or sched.shape[0] < 1 or sched.shape[1] != M or sched.dtype.kind not in "bui":
+        raise ConversionError(f"a path schedule must be a (K ≥ 1, {M}) boolean array (True: dense), "
+                              f"got shape {sched.shape} of {sched.dtype}")
+    thr = np.where(sched.astype(bool), -1.0, np.inf)
+    return np.ascontiguousarray(np.repeat(thr[:, :, None], 2, axis=2))
 
 
 def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str | None = None,
              max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
-             threads: int | None = None, dtype=None, path: str = "auto", verify: bool = False) -> SimResult:
+             threads: int | None = None, dtype=None, path="auto", verify: bool = False) -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
     ``net``: a :class:`~evsnn.ir.snn.Network`, or a :class:`Prepared` from :func:`prepare` (packed once,
@@ -92,17 +95,31 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     default: Numba's thread count), ``dtype`` (float32 or float64 for membranes, currents and weights;
     default float64 for the exact presets casc and bitserial, whose counts then equal the quantized ANN
     evaluated in float64, float32 for the rate presets; or the Prepared's dtype, which an explicit
-    ``dtype`` must match), and ``path``: "auto" picks per projection and step between
-    the event scatter and a dense BLAS step from the event count; "event" / "dense" force one (for tests;
-    spike and SOP counts are event counts either way).
+    ``dtype`` must match), and ``path``: how each conv/dense projection delivers a step's events.
+    "auto" picks per projection and step between the event scatter and a dense BLAS step by the cost
+    model of :mod:`evsnn.engine.cost` (calibrated on this machine: events × fan-out against the dense
+    MACs, im2col and weight traffic, plus the full neuron update a dense step forces in the sleep
+    phase); "event" / "dense" force one; a (K, M) boolean array (M projections, True: dense) forces
+    the choice of step t from row t % K (for tests; a CSR projection without a dense copy stays event).
+    Spike and SOP counts are event counts on every path.
+
+    What mixing paths guarantees (tested with random per-step schedules against "event"): the paths add
+    the same products in different orders (the event scatter per event, BLAS per output), so
+
+    - dyadic weights and biases (exact in the engine dtype, sums representable: e.g. k/64 and float64
+      or float32 within its mantissa): every record, readout included, is bit-identical on every path;
+    - real weights (e.g. He-normal float32 in the default float64): membranes agree to float64 rounding
+      (relative ~1e-16 per addition), so the counts, values and spikes are identical unless a membrane
+      lies within that rounding of a firing threshold (a level boundary of the ANN), and the readout
+      agrees to float64 accuracy (not necessarily bit for bit).
 
     Decisions (documented here, see design.md): after a sample is quiet (t ≥ T_w and no spike in
     the last D+1 steps, D the largest delay) its state cannot change, so the engine stops it and
     pads its records (readout held, no spikes); the returned arrays equal the reference's. The
     readout accumulates in ``dtype`` and is returned as float64.
     """
-    if path not in PATHS:
-        raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
+    if isinstance(path, str) and path not in PATHS:
+        raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}, or a (K, M) schedule")
     if isinstance(net, Prepared):
         prep = net
         if dtype is not None and _check_dtype(dtype) != prep.dtype:
@@ -145,7 +162,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     values = np.empty(n * pk.ntot, dtype=np.float64)
     qa = np.full(n, -1, dtype=np.int64)
     silent = np.zeros(n, dtype=np.int64)
-    fc, fd = _fractions(path, dtype)
+    thr = path_thresholds(prep, path)
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
     nthreads = numba.get_num_threads() if threads is None else int(threads)
     if nthreads < 1:
@@ -156,8 +173,8 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     try:
         run_batch(max(1, min(n, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
                   pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
-                  bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
-                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
+                  bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
+                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
     finally:
