@@ -67,12 +67,15 @@ def cache_key() -> dict:
 
 
 def cache_paths() -> list[str]:
-    """Where the JSON may live, first writable wins: the engine's __pycache__, then Numba's CACHE_DIR."""
+    """Where the JSON may live, first writable wins: the engine's __pycache__ (beside its Numba cache), then
+    Numba's CACHE_DIR if set, then the user's cache folder (a read-only install)."""
     import numba
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
     paths = [os.path.join(here, FILE)]
     if numba.config.CACHE_DIR:
         paths.append(os.path.join(numba.config.CACHE_DIR, FILE))
+    user = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    paths.append(os.path.join(user, "evsnn", FILE))
     return paths
 
 
