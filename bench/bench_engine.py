@@ -7,7 +7,11 @@ sleep steps) and bitserial (L = 7); the exact presets run in their default float
 (exact drive) and again in float32 (``*_f64_cost`` = time float64 / time float32). Then how the time grows with activity (bias
 shift sweep) and with sleep length. Counts of both simulators are checked equal.
 
-    python bench/bench_engine.py [--quick] [--threads 1] [--reps 5]
+    python bench/bench_engine.py [--quick] [--threads 1] [--reps 5] [--paths [--div 4]]
+
+Last section (alone with ``--paths``): the per-projection path choice on a VGG-16-style net (13 conv 3×3
+layers, channels divided by ``--div``, He-normal weights): time of ``path="auto"`` against "event" and
+"dense"; the rule is auto ≤ 1.1 × the faster of the two.
 
 Times are medians of ``--reps`` runs (default 5) on both sides; the dense baseline is warmed up
 once first, as the engine is (compile / cache load). Fixed per-network work is done outside the
@@ -84,6 +88,33 @@ def resnet(rng, widths=(32, 64, 128), shift=0.0):
     return A.AnnGraph(nodes, "fc", "resnet")
 
 
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def vgg16(rng, div=8):
+    """VGG-16-style: the 13 conv 3×3 layers and 5 max-pools of VGG-16 on 3×32×32, channels divided by ``div``,
+    He-normal float32 weights (not dyadic), small normal biases, a dense classifier."""
+    def he(shape, fan_in):
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32).astype(np.float64)
+
+    nodes = [A.Input("x", (), (3, 32, 32))]
+    cur, c, k, pools = "x", 3, 0, 0
+    for v in VGG16_CFG:
+        if v == "M":
+            pools += 1
+            nodes.append(A.MaxPool(f"pool{pools}", (cur,), (2, 2), (2, 2)))
+            cur = f"pool{pools}"
+            continue
+        k += 1
+        co = max(4, v // div)
+        b = (rng.normal(0, 0.05, co)).astype(np.float32).astype(np.float64)
+        nodes.append(A.Conv(f"conv{k}", (cur,), he((co, c, 3, 3), 9 * c), b, (1, 1), (1, 1, 1, 1), 1))
+        nodes.append(A.QuantAct(f"act{k}", (f"conv{k}",), 8, 8.0, 0.0))
+        cur, c = f"act{k}", co
+    nodes += [A.Flatten("flat", (cur,)), A.Dense("fc", ("flat",), he((10, c), c), np.zeros(10))]
+    return A.AnnGraph(nodes, "fc", "vgg16")
+
+
 def calibrate(graph, x, levels):
     """Set each activation's λ to L·2^e ≥ the 99th percentile of its input (exact powers of two)."""
     nodes = list(graph.nodes)
@@ -131,11 +162,52 @@ def compare(net, x, wake, sleep, threads, label, reps=None, dtype=None):
     return act, te, td
 
 
+def path_choice(threads, div=4, n=4):
+    """VGG-16-style net (``vgg16(div)``, normal inputs): time of path="auto" vs "event" vs "dense" for
+    if (L = 7, T = 32) and casc (L = 15, its own schedule), best CPU time of REPS interleaved runs. The rule (issue
+    #14): auto ≤ 1.1 × min(event, dense). Returns {case: auto / min(event, dense)}."""
+    x = np.random.default_rng(0).normal(size=(n, 3, 32, 32))
+    print(f"# path choice: VGG-16-style (13 conv 3x3, channels / {div}, He-normal), batch={n}, threads={threads}")
+    out = {}
+    for preset, levels, kw in (("if", 7, dict(wake=32, sleep=0)), ("casc", 15, {})):
+        prep = engine.prepare(convert(calibrate(vgg16(np.random.default_rng(1), div), x, levels), preset))
+        paths = ("auto", "event", "dense")
+        for path in paths:
+            engine.simulate(prep, x[:1], path=path, threads=threads, allow_inexact=True, **kw)  # compile / load
+        ts, first = {p: [] for p in paths}, None
+        # interleaved, best of REPS, process CPU time: on a shared machine wall time mostly measures the
+        # neighbours (one thread: CPU time = the run's own time)
+        for _ in range(REPS):
+            for path in paths:
+                t0 = time.process_time()
+                res = engine.simulate(prep, x, path=path, threads=threads, allow_inexact=True, **kw)
+                ts[path].append(time.process_time() - t0)
+                if first is None:
+                    first = res
+                elif any(not np.array_equal(first.counts[k], res.counts[k]) for k in res.counts):
+                    print(f"  !! {preset}: counts of path={path} differ from path=auto")
+        ts = {p: min(v) for p, v in ts.items()}
+        neurons = sum(v.shape[1] for v in first.counts.values())
+        act = sum(first.spikes_pos[k][:, :first.wake].sum() + first.spikes_neg[k][:, :first.wake].sum()
+                  for k in first.counts) / (neurons * first.wake * n)
+        r = ts["auto"] / min(ts["event"], ts["dense"])
+        out[f"vgg16_{preset}_auto_over_best"] = r
+        print(f"vgg16 {preset:4s} L={levels:<3d} [{prep.dtype}] steps={first.readout.shape[1]:3d} wake_act={act:.3f} "
+              f"cpu: auto={ts['auto'] * 1e3:8.1f}ms event={ts['event'] * 1e3:8.1f}ms dense={ts['dense'] * 1e3:8.1f}ms "
+              f"auto/best={r:5.2f} {'ok' if r <= 1.1 else 'SLOWER'}")
+    return out
+
+
 def main():
     global REPS
     quick = "--quick" in sys.argv
     REPS = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else (3 if quick else 5)
     threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1
+    div = int(sys.argv[sys.argv.index("--div") + 1]) if "--div" in sys.argv else 4
+    if "--paths" in sys.argv:  # only the path-choice section
+        s = path_choice(threads, div)
+        print("SUMMARY " + " ".join(f"{k}={v:.3g}" for k, v in s.items()))
+        return
     rng = np.random.default_rng(0)
     n = 2 if quick else 4
     x = rng.integers(0, 257, (n, 3, 32, 32)) / 256.0
@@ -184,6 +256,7 @@ def main():
     layers = len(net.net.populations)
     te_long, _ = _time(lambda: engine.simulate(net, x, wake=8, sleep=200, threads=threads))
     summary["silent_step_us_per_layer_sample"] = max(0.0, (te_long - base) / (144 * layers * n) * 1e6)
+    summary.update(path_choice(threads, div, n))
     print("SUMMARY " + " ".join(f"{k}={v:.3g}" for k, v in summary.items()))
 
 

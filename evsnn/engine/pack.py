@@ -11,7 +11,8 @@ single neuron for flat populations): the sleep phase tracks touched blocks.
 Tables (int64 unless noted):
 
 - ``pi[p]`` per target (populations, then the readout at index P), columns ``PI_*``;
-- ``ji[m]`` per projection, columns ``J_*`` and kind-specific parameters ``J_A + k``;
+- ``ji[m]`` per projection, columns ``J_*`` and the kind's own columns (``DN_*`` CSR, ``CV_*`` conv,
+  ``PL_*`` pool and max, ``ID_*`` identity; all from ``J_A`` on);
 - ``jf[m]`` (float64) identity weight;
 - ``wbuf`` (engine dtype) all weights; ``ibuf`` (int64) CSR indptr and index maps;
   ``idx32`` (uint32) CSR column indices.
@@ -46,11 +47,17 @@ MODEL_CODES = {"if": M_IF, "cif": M_CIF, "bitserial": M_BIT, "maxpool": M_MAX}
 J_KIND, J_PRE, J_POST, J_DELAY, J_FAN, J_NPRE, J_NPOST, J_A = range(8)
 NJI = J_A + 16
 K_DENSE, K_CONV, K_POOL, K_IDENT, K_MAX, K_NOOP = range(6)
-# dense: A+0 indptr off (ibuf), A+1 indices off (idx32), A+2 data off (wbuf), A+3 dense copy off (wbuf, −1 none)
-# conv: A+0 w off, 1 kh, 2 kw, 3 cig, 4 cout, 5 groups, 6 H, 7 W, 8 Cin, 9 Ho, 10 Wo, 11 sh, 12 sw, 13 pt, 14 pl,
-#       15 dense-layout weight off (groups, kh·kw·cig, cog)
-# pool / max: A+0 w off (pool; −1 max), 1 kh, 2 kw, 3 C, 4 H, 5 W, 6 Ho, 7 Wo, 8 sh, 9 sw, 10 pt, 11 pl
-# identity: A+0 map off (ibuf; −1 direct), A+1 weight off (wbuf)
+# kind-specific columns (from J_A on; module constants, so Numba folds them like literals):
+# dense (CSR): indptr off (ibuf), indices off (idx32), data off (wbuf), dense copy off (wbuf, −1 none)
+DN_INDPTR, DN_INDICES, DN_DATA, DN_DENSE = range(J_A, J_A + 4)
+# conv: weight off (kh, kw, cig, cout), kernel, group and geometry sizes, strides, top/left pads,
+#       dense-layout weight off (groups, kh·kw·cig, cog)
+CV_WOFF, CV_KH, CV_KW, CV_CIG, CV_COUT, CV_GROUPS, CV_H, CV_W, CV_CIN, CV_HO, CV_WO, CV_SH, CV_SW, CV_PT, CV_PL, \
+    CV_WDOFF = range(J_A, J_A + 16)
+# pool / max: weight off (pool: (Ho, Wo); max: −1), window, channels, geometry, strides, top/left pads
+PL_WOFF, PL_KH, PL_KW, PL_C, PL_H, PL_W, PL_HO, PL_WO, PL_SH, PL_SW, PL_PT, PL_PL = range(J_A, J_A + 12)
+# identity: map off (ibuf; −1 direct), weight off (wbuf)
+ID_MAP, ID_WOFF = range(J_A, J_A + 2)
 
 DENSE_COPY_MAX_BYTES = 64 << 20  # CSR projections denser than 1/2 and smaller than this get a dense copy
 
@@ -239,12 +246,12 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             mat = DR.dense_matrix(pr)[perm_of(a)]
             mat = sp.csr_matrix((mat.data, inv_of(b)[mat.indices], mat.indptr), shape=(n_pre, n_post))
             mat.sort_indices()
-            row[J_A + 0] = iput(mat.indptr)
-            row[J_A + 1] = iput(mat.indices, jparts, jlen, np.uint32)
-            row[J_A + 2] = wput(mat.data)
-            row[J_A + 3] = -1
+            row[DN_INDPTR] = iput(mat.indptr)
+            row[DN_INDICES] = iput(mat.indices, jparts, jlen, np.uint32)
+            row[DN_DATA] = wput(mat.data)
+            row[DN_DENSE] = -1
             if mat.nnz * 2 >= n_pre * n_post and n_pre * n_post * dtype.itemsize <= DENSE_COPY_MAX_BYTES:
-                row[J_A + 3] = wput(mat.toarray())
+                row[DN_DENSE] = wput(mat.toarray())
         elif isinstance(pr, S.ConvProjection):
             if row[J_KIND] != K_NOOP:
                 row[J_KIND] = K_CONV
@@ -252,12 +259,13 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             cin, h, w = pr.pre_shape
             _, ho, wo = pr.post_shape
             g = pr.groups
-            vals = [wput(pr.kernel), kh, kw, cig, cout, g, h, w, cin, ho, wo, pr.stride[0], pr.stride[1],
-                    pr.pads[0], pr.pads[1]]
             cog = cout // g
-            vals.append(wput(np.asarray(pr.kernel, dtype=np.float64).reshape(kh * kw * cig, g, cog)
-                             .transpose(1, 0, 2)))
-            row[J_A:J_A + 16] = vals
+            row[CV_WOFF] = wput(pr.kernel)
+            row[CV_KH], row[CV_KW], row[CV_CIG], row[CV_COUT], row[CV_GROUPS] = kh, kw, cig, cout, g
+            row[CV_H], row[CV_W], row[CV_CIN], row[CV_HO], row[CV_WO] = h, w, cin, ho, wo
+            row[CV_SH], row[CV_SW], row[CV_PT], row[CV_PL] = pr.stride[0], pr.stride[1], pr.pads[0], pr.pads[1]
+            row[CV_WDOFF] = wput(np.asarray(pr.kernel, dtype=np.float64).reshape(kh * kw * cig, g, cog)
+                                 .transpose(1, 0, 2))
             max_cols = max(max_cols, ho * wo * kh * kw * cig + ho * wo * cog)
         elif isinstance(pr, (S.PoolProjection, S.MaxProjection)):
             if isinstance(pr, S.PoolProjection) and row[J_KIND] != K_NOOP:
@@ -265,15 +273,16 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             c, h, w = pr.pre_shape
             _, ho, wo = pr.post_shape
             wo_ = wput(pr.weight) if isinstance(pr, S.PoolProjection) else -1
-            row[J_A:J_A + 12] = [wo_, pr.window[0], pr.window[1], c, h, w, ho, wo, pr.stride[0], pr.stride[1],
-                                 pr.pads[0], pr.pads[1]]
+            row[PL_WOFF], row[PL_KH], row[PL_KW] = wo_, pr.window[0], pr.window[1]
+            row[PL_C], row[PL_H], row[PL_W], row[PL_HO], row[PL_WO] = c, h, w, ho, wo
+            row[PL_SH], row[PL_SW], row[PL_PT], row[PL_PL] = pr.stride[0], pr.stride[1], pr.pads[0], pr.pads[1]
         elif isinstance(pr, S.IdentityProjection):
             if row[J_KIND] != K_NOOP:
                 row[J_KIND] = K_IDENT
             jf[m] = pr.weight
             mp = inv_of(b)[perm_of(a)]
-            row[J_A] = -1 if np.array_equal(mp, np.arange(len(mp))) else iput(mp)
-            row[J_A + 1] = wput([pr.weight])
+            row[ID_MAP] = -1 if np.array_equal(mp, np.arange(len(mp))) else iput(mp)
+            row[ID_WOFF] = wput([pr.weight])
         else:
             raise TypeError(f"unknown projection kind {type(pr).__name__}")
     srcs = [index[pr.pre] if index[pr.pre] >= 0 else P for pr in net.projections]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evsnn.engine import cost
 from evsnn.engine.pack import PI_OFF, Packed, input_drive_grid, pack
 from evsnn.engine.step import run_batch
 from evsnn.errors import ConversionError
@@ -14,13 +15,6 @@ from evsnn.ir import snn as S
 from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan, readout_quantizer
 from evsnn.threads import engine_pools, engine_threads
 
-# Break-even activity (events / pre neurons) above which a projection's step runs dense (BLAS),
-# like a direction-optimizing BFS switching from push to pull. Model: break-even = event rate /
-# dense rate. Measured on one core of the development machine (bench/bench_kernels.py, 2026-11-23):
-# conv scatter ≈ 6.6e9 SOP/s vs im2col + sgemm ≈ 4.1e10 MAC/s → ≈ 16 %; CSR scatter ≈ 1.8e9 SOP/s
-# vs gemv ≈ 1.6e10–2.2e10 MAC/s → ≈ 10 %. float64 halves the BLAS rate, so its break-even doubles.
-# Edit this table (or run bench/bench_kernels.py and copy its measured break-evens) to re-calibrate.
-BREAK_EVEN = {"conv": 0.16, "csr": 0.10}
 PATHS = ("auto", "event", "dense")
 
 
@@ -71,18 +65,27 @@ def prepare(net: S.Network, dtype=None) -> Prepared:
     return Prepared(net, dtype, pk, ext)
 
 
-def _fractions(path: str, dtype) -> tuple[float, float]:
-    if path == "event":
-        return np.inf, np.inf
-    if path == "dense":
-        return -1.0, -1.0
-    f = 2.0 if np.dtype(dtype) == np.float64 else 1.0
-    return BREAK_EVEN["conv"] * f, BREAK_EVEN["csr"] * f
+def path_thresholds(prep: Prepared, path) -> np.ndarray:
+    """(K, M, 2) float64 thresholds the step loop reads (step t uses row t % K; see :func:`simulate`'s ``path``):
+    projection m's step runs dense iff its event count exceeds ``[t % K, m, track]`` (inf: never, −1: always)."""
+    M = len(prep.packed.ji)
+    if isinstance(path, str):
+        if path not in PATHS:
+            raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}, or a (K, M) schedule")
+        if path == "auto":
+            return np.ascontiguousarray(cost.thresholds(prep.packed.ji, cost.model(prep.dtype))[None])
+        return np.full((1, M, 2), np.inf if path == "event" else -1.0)
+    sched = np.asarray(path)
+    if sched.ndim != 2 or sched.shape[0] < 1 or sched.shape[1] != M or sched.dtype.kind not in "bui":
+        raise ConversionError(f"a path schedule must be a (K ≥ 1, {M}) boolean array (True: dense), "
+                              f"got shape {sched.shape} of {sched.dtype}")
+    thr = np.where(sched.astype(bool), -1.0, np.inf)
+    return np.ascontiguousarray(np.repeat(thr[:, :, None], 2, axis=2))
 
 
 def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str | None = None,
              max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
-             threads: int | None = None, dtype=None, path: str = "auto", verify: bool = False,
+             threads: int | None = None, dtype=None, path="auto", verify: bool = False,
              memory_budget: int | None = None) -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
@@ -94,9 +97,23 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     thread during the call and restored after, see :mod:`evsnn.threads`), ``dtype`` (float32 or float64 for membranes, currents and weights;
     default float64 for the exact presets casc and bitserial, whose counts then equal the quantized ANN
     evaluated in float64, float32 for the rate presets; or the Prepared's dtype, which an explicit
-    ``dtype`` must match), and ``path``: "auto" picks per projection and step between
-    the event scatter and a dense BLAS step from the event count; "event" / "dense" force one (for tests;
-    spike and SOP counts are event counts either way). ``memory_budget``: bytes one round of records
+    ``dtype`` must match), and ``path``: how each conv/dense projection delivers a step's events.
+    "auto" picks per projection and step between the event scatter and a dense BLAS step by the cost
+    model of :mod:`evsnn.engine.cost` (calibrated on this machine: events × fan-out against the dense
+    MACs, im2col and weight traffic, plus the full neuron update a dense step forces in the sleep
+    phase); "event" / "dense" force one; a (K, M) boolean array (M projections, True: dense) forces
+    the choice of step t from row t % K (for tests; a CSR projection without a dense copy stays event).
+    Spike and SOP counts are event counts on every path.
+
+    What mixing paths guarantees (tested with random per-step schedules against "event"): the paths add
+    the same products in different orders (the event scatter per event, BLAS per output), so
+
+    - dyadic weights and biases (exact in the engine dtype, sums representable: e.g. k/64 and float64
+      or float32 within its mantissa): every record, readout included, is bit-identical on every path;
+    - real weights (e.g. He-normal float32 in the default float64): membranes agree to float64 rounding
+      (relative ~1e-16 per addition), so the counts, values and spikes are identical unless a membrane
+      lies within that rounding of a firing threshold (a level boundary of the ANN), and the readout
+      agrees to float64 accuracy (not necessarily bit for bit). ``memory_budget``: bytes one round of records
     may take when a sleep-"auto" run grows its record window (default
     :func:`evsnn.validate.limits.memory_budget`); beyond it a FormatError.
 
@@ -105,8 +122,8 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     pads its records (readout held, no spikes); the returned arrays equal the reference's. The
     readout accumulates in ``dtype`` and is returned as float64.
     """
-    if path not in PATHS:
-        raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
+    if isinstance(path, str) and path not in PATHS:
+        raise ConversionError(f"unknown path {path!r}; known: {', '.join(PATHS)}, or a (K, M) schedule")
     if isinstance(net, Prepared):
         prep = net
         if dtype is not None and _check_dtype(dtype) != prep.dtype:
@@ -130,7 +147,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1)))
     bitserial = net.preset == "bitserial"
     T = plan.max_steps
-    fc, fd = _fractions(path, dtype)
+    thr = path_thresholds(prep, path)
     nthreads = engine_threads(threads)
     # Records are allocated per round, not for wake + max_sleep steps up front: with sleep "auto" the
     # first round records wake + SLEEP_WINDOW steps; samples not quiet by then run again from the
@@ -141,7 +158,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     todo = np.arange(n)
     rounds = []
     while True:
-        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, fc, fd, nthreads)
+        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads)
         if t_try >= T:
             rounds.append((todo, raw))
             break
@@ -203,8 +220,8 @@ def first_round_steps(plan) -> int:
     return min(plan.max_steps, plan.wake + SLEEP_WINDOW) if plan.auto else plan.max_steps
 
 
-def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dq, du, T: int, fc: float,
-               fd: float, nthreads: int) -> dict:
+def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dq, du, T: int,
+               thr: np.ndarray, nthreads: int) -> dict:
     """Samples ``idx`` simulated for at most ``T`` steps; their records keyed as :func:`_merge` reads them.
 
     ``readout`` (m, T, classes), ``(pos|neg|sops, p)`` (m, T), ``in_pos``/``in_sops`` (m, T),
@@ -239,8 +256,8 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
         run_batch(max(1, min(m, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
                   pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
-                  bitserial, bits, R, D, fc, fd, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
-                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(fc) else 1,
+                  bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
+                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
     raw = {"readout": rec_out, "in_pos": rec_in_pos, "in_sops": rec_in_sops, "qa": qa, "silent": silent}

@@ -7,9 +7,10 @@ able to fire). Max-pool gates are updated in full at step 0 only; afterwards, in
 wake too, only the gates whose window received an event or that were still off
 by ≥ 1 (a gate's window max changes only where an input neuron spiked). Then
 record the events and scatter them along every outgoing
-projection into slot (t + delay) % R of the target. A projection with many
-events this step takes the dense path (BLAS) instead; the target is then
-updated in full. A population with a drive (exact presets, evsnn.ir.drive) gets
+projection into slot (t + delay) % R of the target. A conv or dense projection
+whose step costs less dense (the event count against a threshold per projection
+from :mod:`evsnn.engine.cost`) takes the dense path (BLAS) instead; the target is
+then updated in full. A population with a drive (exact presets, evsnn.ir.drive) gets
 its grid increment added to its accumulator in each delivery step (casc: the
 wake steps; bitserial: step 0) instead of input and bias. The readout accumulates last. A sample stops when it is
 quiet (no spike in the last D+1 steps, t ≥ T_w): nothing can change after
@@ -24,18 +25,25 @@ from numba import njit, prange
 from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
-    J_A, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST, K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_CIF,
-    M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_DOFF, PI_DRIVE, PI_GATE, PI_HALF_EVEN, PI_LEVELS, PI_MODEL,
-    PI_NBLK, PI_OFF, PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT, PI_TRACK,
+    CV_CIG, CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_WDOFF, CV_WO,
+    CV_WOFF, DN_DATA, DN_DENSE, DN_INDICES, DN_INDPTR, ID_MAP, ID_WOFF, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST,
+    K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_CIF, M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_DOFF,
+    PI_DRIVE, PI_GATE, PI_HALF_EVEN, PI_LEVELS, PI_MODEL, PI_NBLK, PI_OFF, PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT,
+    PI_TRACK, PL_C, PL_H, PL_HO, PL_KH, PL_KW, PL_PL, PL_PT, PL_SH, PL_SW, PL_W, PL_WO, PL_WOFF,
 )
 
 
 @njit(cache=True)
 def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mark_row, lst_row, lst_n, full, rr,
-            track, frac_conv, frac_csr, sig, scratch):
-    """Deliver n_ev events along projection m into ring slot rr; returns nothing (updates lists/flags)."""
-    kind = ji[m, J_KIND]
-    q = ji[m, J_POST]
+            track, thr, sig, scratch):
+    """Deliver n_ev events along projection m into ring slot rr; returns nothing (updates lists/flags).
+
+    ``thr`` (M, 2): this step's path choice, dense (BLAS) iff ``n_ev > thr[m, track]`` (see
+    :func:`evsnn.engine.cost.thresholds`; inf: event, −1: dense). Either path adds the same currents.
+    """
+    j = ji[m]
+    kind = j[J_KIND]
+    q = j[J_POST]
     a0 = pi[q, PI_ACCOFF]
     acc = acc_row[a0:a0 + pi[q, PI_ACCSZ]]
     b0 = pi[q, PI_BOFF]
@@ -43,57 +51,53 @@ def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mar
     mark = mark_row[b0:b0 + nb]
     lst = lst_row[b0:b0 + nb]
     track = track and pi[q, PI_TRACK] == 1 and full[rr, q] == 0
+    dense = n_ev > thr[m, 1 if track else 0]
     n = lst_n[rr, q]
     bs = pi[q, PI_BS]
-    A = J_A
     if kind == K_CONV:
-        npre = ji[m, J_NPRE]
-        if n_ev > frac_conv * npre:
-            o = ji[m, A + 15]
-            cog = ji[m, A + 4] // ji[m, A + 5]
-            ln = ji[m, A + 1] * ji[m, A + 2] * ji[m, A + 3] * cog * ji[m, A + 5]
-            KN.conv_dense(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], ji[m, A + 1], ji[m, A + 2], ji[m, A + 3],
-                          ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9],
-                          ji[m, A + 10], ji[m, A + 11], ji[m, A + 12], ji[m, A + 13], ji[m, A + 14], sig, acc, scratch)
+        kh, kw, cig, cout, groups = j[CV_KH], j[CV_KW], j[CV_CIG], j[CV_COUT], j[CV_GROUPS]
+        if dense:
+            o = j[CV_WDOFF]
+            ln = kh * kw * cig * cout
+            KN.conv_dense(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], kh, kw, cig, cout, groups, j[CV_H], j[CV_W],
+                          j[CV_CIN], j[CV_HO], j[CV_WO], j[CV_SH], j[CV_SW], j[CV_PT], j[CV_PL], sig, acc, scratch)
             if track:
                 full[rr, q] = 1
             return
-        o = ji[m, A]
-        ln = ji[m, A + 1] * ji[m, A + 2] * ji[m, A + 3] * ji[m, A + 4]
-        n = KN.conv_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], ji[m, A + 1], ji[m, A + 2], ji[m, A + 3],
-                            ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9],
-                            ji[m, A + 10], ji[m, A + 11], ji[m, A + 12], ji[m, A + 13], ji[m, A + 14],
+        o = j[CV_WOFF]
+        ln = kh * kw * cig * cout
+        n = KN.conv_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], kh, kw, cig, cout, groups, j[CV_H], j[CV_W],
+                            j[CV_CIN], j[CV_HO], j[CV_WO], j[CV_SH], j[CV_SW], j[CV_PT], j[CV_PL],
                             acc, track, mark, lst, n)
     elif kind == K_DENSE:
-        npre = ji[m, J_NPRE]
-        npost = ji[m, J_NPOST]
-        od = ji[m, A + 3]
-        if od >= 0 and n_ev > frac_csr * npre:
+        npre = j[J_NPRE]
+        npost = j[J_NPOST]
+        od = j[DN_DENSE]
+        if od >= 0 and dense:
             KN.csr_dense(ev_idx, ev_sig, n_ev, wbuf[od:od + npre * npost], npre, npost, sig, acc)
             if track:
                 full[rr, q] = 1
             return
-        op = ji[m, A]
+        op = j[DN_INDPTR]
         indptr = ibuf[op:op + npre + 1]
         nnz = indptr[npre] - indptr[0]
-        oi = ji[m, A + 1]
-        ow = ji[m, A + 2]
+        oi = j[DN_INDICES]
+        ow = j[DN_DATA]
         n = KN.csr_scatter(ev_idx, ev_sig, n_ev, indptr, idx32[oi:oi + nnz], wbuf[ow:ow + nnz], acc, track,
                            mark, lst, n, bs)
     elif kind == K_POOL:
-        o = ji[m, A]
-        n = KN.pool_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ji[m, A + 6] * ji[m, A + 7]], ji[m, A + 1],
-                            ji[m, A + 2], ji[m, A + 3], ji[m, A + 4], ji[m, A + 5], ji[m, A + 6], ji[m, A + 7],
-                            ji[m, A + 8], ji[m, A + 9], ji[m, A + 10], ji[m, A + 11], acc, track, mark, lst, n)
+        o = j[PL_WOFF]
+        n = KN.pool_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + j[PL_HO] * j[PL_WO]], j[PL_KH], j[PL_KW], j[PL_C],
+                            j[PL_H], j[PL_W], j[PL_HO], j[PL_WO], j[PL_SH], j[PL_SW], j[PL_PT], j[PL_PL],
+                            acc, track, mark, lst, n)
     elif kind == K_MAX:
-        n = KN.max_scatter(ev_idx, ev_sig, n_ev, ji[m, A + 1], ji[m, A + 2], ji[m, A + 3], ji[m, A + 4],
-                           ji[m, A + 5], ji[m, A + 6], ji[m, A + 7], ji[m, A + 8], ji[m, A + 9], ji[m, A + 10],
-                           ji[m, A + 11], acc, track, mark, lst, n)
+        n = KN.max_scatter(ev_idx, ev_sig, n_ev, j[PL_KH], j[PL_KW], j[PL_C], j[PL_H], j[PL_W], j[PL_HO], j[PL_WO],
+                           j[PL_SH], j[PL_SW], j[PL_PT], j[PL_PL], acc, track, mark, lst, n)
     elif kind == K_IDENT:
-        o = ji[m, A]
+        o = j[ID_MAP]
         direct = o < 0
-        mp = ibuf[0:1] if direct else ibuf[o:o + ji[m, J_NPRE]]
-        n = KN.ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wbuf[ji[m, A + 1]], acc, track, mark, lst, n, bs)
+        mp = ibuf[0:1] if direct else ibuf[o:o + j[J_NPRE]]
+        n = KN.ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wbuf[j[ID_WOFF]], acc, track, mark, lst, n, bs)
     lst_n[rr, q] = n
 
 
@@ -141,9 +145,9 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     kh = kw = C = H = W = Wo = sh = sw = pt = pl = 0
     cv = cvals[0:1]
     if model == M_MAX and g >= 0:
-        A = J_A
-        kh, kw, C, H, W = ji[g, A + 1], ji[g, A + 2], ji[g, A + 3], ji[g, A + 4], ji[g, A + 5]
-        Wo, sh, sw, pt, pl = ji[g, A + 7], ji[g, A + 8], ji[g, A + 9], ji[g, A + 10], ji[g, A + 11]
+        jg = ji[g]
+        kh, kw, C, H, W = jg[PL_KH], jg[PL_KW], jg[PL_C], jg[PL_H], jg[PL_W]
+        Wo, sh, sw, pt, pl = jg[PL_WO], jg[PL_SH], jg[PL_SW], jg[PL_PT], jg[PL_PL]
         co = pi[p, PI_COFF]
         cv = cvals[co:co + pi[p, PI_ACCSZ]]
     if model == M_MAX and g < 0:
@@ -222,7 +226,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
 
 @njit(cache=True)
 def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-               fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
+               fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den,
                v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig,
                sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
                values, qa_out, silent_out, dq, du, sq, su, dsteps, dbase, dunit, drem, dmod):
@@ -269,7 +273,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                 ne += 1
         for e in range(out_ptr[P], out_ptr[P + 1]):
             scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, inp, pi, mark[0], lst[0],
-                    lst_n, full, 0, False, frac_conv, frac_csr, sig, scratch)
+                    lst_n, full, 0, False, thr[0], sig, scratch)
     silent = 0
     qa = -1
     t_end = max_steps
@@ -296,8 +300,8 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
             if ne > 0:
                 for e in range(out_ptr[P], out_ptr[P + 1]):
                     scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
-                            lst[r], lst_n, full, r, (not bitserial) and ji[out_list[e], J_KIND] == K_MAX, frac_conv,
-                            frac_csr, sig, scratch)
+                            lst[r], lst_n, full, r, (not bitserial) and ji[out_list[e], J_KIND] == K_MAX,
+                            thr[t % thr.shape[0]], sig, scratch)
         for p in range(P):
             ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                              full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
@@ -328,7 +332,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
                 rr = (t + d) % R
                 scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
                         mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and (t + d > wake or ji[m, J_KIND] == K_MAX),
-                        frac_conv, frac_csr, sig, scratch)
+                        thr[t % thr.shape[0]], sig, scratch)
         on = (t == 0) if bitserial else (t < wake)
         for i in range(osz):
             cur = acc[r, ra0 + i]
@@ -360,7 +364,7 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
 
 @njit(cache=True, parallel=True)
 def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-              fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den, acc_tot, c_tot,
+              fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
               blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
               counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
     """Samples split into ``nchunks`` contiguous chunks run in parallel; one state per chunk (thread)."""
@@ -394,7 +398,7 @@ def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibu
         dmod = np.zeros(nall, dtype=np.int64)
         for n in range(lo, hi):
             run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-                       fan_in, ext, wake, max_steps, bitserial, bits, R, D, frac_conv, frac_csr, shift_den,
+                       fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den,
                        v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx,
                        ev_in_sig, sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
                        do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps, dbase, dunit, drem,

@@ -76,10 +76,12 @@ def read_zip_member(zf: zipfile.ZipFile, name: str, source: str, limit: int | No
         raise FormatError(f"{source}: archive member {name!r} declares {fmt_bytes(info.file_size)}, more than "
                           f"the {fmt_bytes(limit)} allowed (EVSNN_MAX_DECOMPRESSED_BYTES)")
     try:
-        with zf.open(info) as fh:
-            data = fh.read(limit + 1)
+        with zf.open(info) as fh:  # read(n) allocates n bytes up front: ask for the declared size
+            data = fh.read(min(info.file_size, limit) + 1)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise FormatError(f"{source}: damaged archive member {name!r} ({exc})") from None
+    if len(data) > info.file_size:
+        raise FormatError(f"{source}: damaged archive member {name!r} (longer than it declares)")
     if len(data) > limit:
         raise FormatError(f"{source}: archive member {name!r} is larger than {fmt_bytes(limit)}")
     return data

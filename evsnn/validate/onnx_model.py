@@ -78,8 +78,8 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     if size > cap:
         raise FormatError(f"{path}: {fmt_bytes(size)}, more than the {fmt_bytes(cap)} evsnn reads as an ONNX file "
                           "(EVSNN_MAX_MODEL_BYTES; larger models keep their weights as external data)")
-    with open(path, "rb") as fh:
-        data = fh.read(cap + 1)
+    with open(path, "rb") as fh:  # read(n) allocates n bytes up front: ask for what the file holds
+        data = fh.read(min(size, cap) + 1)
     model = parse_model(data, path)
     check_model(model, path, external=True)
     load_external_data(model, os.path.dirname(os.path.abspath(path)), path)
