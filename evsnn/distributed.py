@@ -321,7 +321,7 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
                     if interrupted:  # (a terminal's Ctrl-C also stops the local workers: their tasks fail)
                         raise KeyboardInterrupt
                     yield f
-            elif done.is_empty():
+            elif not inflight:  # (not done.is_empty(): a warm-up task of a worker killed early may never end)
                 return
             else:
                 wait()
