@@ -15,7 +15,7 @@ medians reported, so a load change on a shared machine hits every setting alike.
 target: ≥ 0.8). Scaling beyond the machine's free cores is not measurable: the machine's core count and
 load average are printed with the results.
 
-    python bench/bench_distributed.py [--samples 48] [--batch-size 4] [--workers 1,2] [--preset casc]
+    python bench/bench_distributed.py [--samples 96] [--batch-size 16] [--workers 1,2] [--preset casc]
 
 Last line: ``SUMMARY key=value ...``.
 """
@@ -23,7 +23,6 @@ Last line: ``SUMMARY key=value ...``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -48,8 +47,9 @@ def timed_run(net, x, out, opts, client=None) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=16,
+                    help="samples per task: each task costs a client round trip (tens of ms on a loaded machine)")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--preset", default="casc")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each setting, interleaved; medians reported")
@@ -66,25 +66,23 @@ def main():
           "repetitions, medians")
     times = {k: [] for k in ["single", *counts]}
     loads = []
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.h5")
         t_warm = timed_run(net, x[:a.batch_size], out, opts)
         print(f"single process: warm-up {t_warm:.2f} s")
-        clients = {}
-        for n in counts:  # one cluster per worker count, started (and warmed up) once
-            t0 = time.perf_counter()
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40))
-            client = stack.enter_context(distributed.Client(cluster))
-            client.wait_for_workers(n)
-            t_start = time.perf_counter() - t0
-            t_warm = timed_run(net, x[:n * a.batch_size], out, opts, client)
-            clients[n] = client
-            print(f"{n:2d} workers: cluster start {t_start:5.1f} s, warm-up {t_warm:6.2f} s")
         for rep in range(a.repeat):
             times["single"].append(timed_run(net, x, out, opts))
-            for n in counts:
-                times[n].append(timed_run(net, x, out, opts, clients[n]))
+            for n in counts:  # one cluster at a time: idle clusters' processes would take CPU from the timed one
+                t0 = time.perf_counter()
+                with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                              dashboard_address=":0", silence_logs=40) as cluster, \
+                        distributed.Client(cluster) as client:
+                    client.wait_for_workers(n)
+                    t_start = time.perf_counter() - t0
+                    t_warm = timed_run(net, x[:n * a.batch_size], out, opts, client)
+                    times[n].append(timed_run(net, x, out, opts, client))
+                if rep == 0:
+                    print(f"{n:2d} workers: cluster start {t_start:5.1f} s, warm-up {t_warm:6.2f} s")
             loads.append(os.getloadavg()[0])
             print(f"  repetition {rep + 1}: " + ", ".join(f"{k}: {a.samples / v[-1]:.2f}/s" for k, v in times.items())
                   + f" (load average {loads[-1]:.1f})", flush=True)

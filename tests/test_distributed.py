@@ -248,6 +248,13 @@ def _gate(flag: str, give_up_s: float):
     R.simulate_batch = gated
 
 
+def _networks_held():
+    """(Runs in a worker) the networks of runs installed in this worker process."""
+    from evsnn import distributed as D
+
+    return sorted(D._networks)
+
+
 def test_a_held_batch_does_not_keep_the_others_waiting(client, tmp_path):
     """Batch 0 is held on its worker until every other batch is written: the other worker must run them all
     (none may wait in the held worker's queue, and the net must stay usable on both), and at most one batch
@@ -265,6 +272,7 @@ def test_a_held_batch_does_not_keep_the_others_waiting(client, tmp_path):
         written.append(start // 2)
         in_flight.append(sum(1 for keys in client.processing().values() for k in keys if "run_batch" in str(k)))
         if len(written) == 9:
+            assert all(len(v) == 1 for v in client.run(_networks_held).values())  # the run's network, on both
             flag.touch()
 
     try:
@@ -274,6 +282,7 @@ def test_a_held_batch_does_not_keep_the_others_waiting(client, tmp_path):
     assert written[-1] == 0 and sorted(written[:9]) == list(range(1, 10))
     assert max(in_flight) <= 2
     assert_same_content(full, out, skip_config=CLUSTER_CONFIG)
+    assert not any(client.run(_networks_held).values())  # the run's worker plugin was removed at its end
 
 
 @pytest.mark.parametrize("which", ["one", "all"])
