@@ -10,10 +10,12 @@ with a preset (default casc: wake L = 8, sleep auto), run into a results file by
 Each setting first has an untimed warm-up run of one batch per worker on the same network (Numba
 compile or cache load, network sent and packed), so the timed runs measure the steady state; the
 warm-up time is printed. The timed runs of the settings are interleaved (``--repeat`` rounds) and the
-medians reported, so a load change on a shared machine hits every setting alike. Throughput = samples / wall time of the whole run (writing included);
-"per worker" divides it by N; "ratio" is that per-worker rate over the single-process rate (the issue's
+medians reported, so a load change on a shared machine hits every setting alike (each repetition
+starts its clusters afresh: an idle cluster's processes would take CPU from the timed one).
+Throughput = samples / wall time of the whole run (writing included); "per worker" divides it by N; "ratio" is that per-worker rate over the single-process rate (the issue's
 target: ≥ 0.8). Scaling beyond the machine's free cores is not measurable: the machine's core count and
-load average are printed with the results.
+load average are printed with the results. Each batch costs one client round trip (the worker waits for
+its next batch: tens of ms on a loaded machine), hence batches of 16 rather than a handful of samples.
 
     python bench/bench_distributed.py [--samples 96] [--batch-size 16] [--workers 1,2] [--preset casc]
 

@@ -242,12 +242,13 @@ def _threads(client) -> int:
     return max(1, int(n))
 
 
-def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | None = None):
+def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | None = None,
+                digest: str | None = None):
     """Yield ``(b, SimResult)`` for the batches ``todo`` of ``x``, run as tasks on ``client``'s cluster,
     in completion order. Closing the generator cancels the tasks still running.
 
     ``window``: batches in flight at most (default: the cluster's worker threads, followed as workers come
-    and go).
+    and go). ``digest``: :func:`evsnn.runner.network_digest` of ``net`` when the caller has it.
     """
     distributed = _distributed()
     from evsnn.runner import network_digest
@@ -257,7 +258,7 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
         return
     bs = opts.batch_size
     wopts = dataclasses.replace(opts, threads=opts.threads or 1, profiles=())
-    digest = network_digest(net)
+    digest = digest or network_digest(net)
     workers = _workers(client)
     if not workers:
         raise SchedulerError(f"the Dask scheduler at {client.scheduler.address} has no workers")
