@@ -30,6 +30,7 @@ BATCH = click.IntRange(1, 2**20)
 THREADS = click.IntRange(1, 4096)
 COUNT = click.IntRange(1, 2**62)
 PERCENT = click.FloatRange(0, 100, min_open=True)
+SECONDS = click.FloatRange(0, 86400, min_open=True)
 
 DATA_HELP = ("input data: an .npz with x (samples × C × H × W or samples × features) and optional y labels, "
              "or a dataset name such as digits, digits-train, mnist:DIR, cifar10:DIR")
@@ -231,10 +232,12 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
                    "(default N: the cores). The network is broadcast to every worker once and each batch's data "
                    "travels with its task (no shared filesystem needed); results are written as batches complete "
                    "and equal a single-process run's")
+@click.option("--scheduler-timeout", type=SECONDS, default=10.0, show_default=True, metavar="SECONDS",
+              help="how long to wait for the scheduler at ADDRESS before giving up with an error")
 @user_errors
 def run(network, data, output, preset, levels, calibrate, percentile, calibrate_samples, input_mode, wake, sleep,
         max_sleep, record, batch_size, engine, threads, dtype, seed, limit, allow_inexact, profiles, resume, verify,
-        allow_nonfinite, memory_budget, scheduler):
+        allow_nonfinite, memory_budget, scheduler, scheduler_timeout):
     """Simulate NETWORK (a network file, or a model file with --preset) on DATA and write RESULTS.h5."""
     from evsnn import energy, runner
     from evsnn.paths import check_not_input, check_writable
@@ -263,7 +266,7 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
     client = None
     if scheduler is not None:  # closed (a local cluster shut down) when the command ends
         from evsnn.distributed import connect
-        client = click.get_current_context().with_resource(connect(scheduler))
+        client = click.get_current_context().with_resource(connect(scheduler, scheduler_timeout))
     state = {}
     t0 = time.perf_counter()
     try:

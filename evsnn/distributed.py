@@ -4,23 +4,31 @@
 ``local:N`` starts a ``LocalCluster`` of N single-threaded worker processes (N
 defaults to the usable cores), anything else is the address of a running
 scheduler (``tcp://host:8786``, started with ``dask scheduler``). An unreachable
-scheduler or a bad spec is a :class:`SchedulerError` (one line) raised before
-anything is written.
+scheduler (after ``--scheduler-timeout`` seconds) or a bad spec is a
+:class:`SchedulerError` (one line) raised before anything is written.
 
 :func:`map_batches` is what :func:`evsnn.runner.run_to_file` runs with a client.
 Decisions:
 
-- The network is scattered once with ``broadcast=True`` (sent by the client to
-  every worker; workers that join later copy it from a peer): no shared
-  filesystem is needed. Each worker packs it once for the engine
+- The network travels once per worker, in a worker plugin (:class:`NetworkPlugin`,
+  registered for the run, unregistered at its end): every worker has it, workers that
+  join or restart later get it from the scheduler when they register, and no
+  shared filesystem is needed. It is not a scattered Dask key on purpose: a task
+  depending on a key only goes to workers holding it, and the active memory manager
+  drops the copies of a broadcast key that no waiting task uses, so batches
+  would pile up on one worker. Each worker packs the network once for the engine
   (:func:`evsnn.engine.prepare`, kept per network digest and dtype in the worker
   process) and first runs a warm-up task (one sample) that loads or compiles the
   Numba kernels, so compilation happens once per worker, not per batch.
-- Data batches travel inside their tasks (the client holds the data, as a local
-  run does); at most ``window`` batches are in flight (default: twice the
-  cluster's threads), so neither the scheduler nor the client holds more than
-  that whatever the number of samples. A task's data lives with the task, so the
-  scheduler can rerun it anywhere.
+- At most one batch per worker thread is in flight (the cluster's threads, looked up
+  again at most every ``WINDOW_REFRESH_S`` so workers that join get work). Tasks have
+  no dependencies and no worker restrictions, so the scheduler gives each new one to
+  an idle worker; none waits in a busy worker's queue behind a slow batch (dask's
+  work stealing does not move short tasks queued behind a long one), and neither
+  the scheduler nor the client holds more than that whatever the number of samples.
+  The client submits the next batch before it fetches a finished batch's result.
+- Data batches travel inside their tasks (the client holds the data, as a local run
+  does). A task's data lives with the task, so the scheduler can rerun it anywhere.
 - Every batch keeps its index ``b`` (rate input is seeded ``SeedSequence([seed, b])``),
   so results equal a single-process run's; the client writes them as they complete,
   in any order (:class:`evsnn.store.results.ResultsWriter` keeps a done map).
@@ -29,13 +37,14 @@ Decisions:
   sets ``OMP/MKL/OPENBLAS_NUM_THREADS=1``; inside the engine call BLAS runs on one
   thread): give workers one thread per process and start as many worker processes as cores.
 - Faults: tasks of a worker that dies are rerun on the others by the scheduler
-  (``distributed.scheduler.allowed-failures`` times, default 3); if every copy of
-  the scattered network is lost (all workers died at once), it is scattered again
-  (at most ``MAX_RESCATTER`` times). A stopped client (Ctrl-C) cancels its tasks;
-  the partial file is resumable. While the client waits for batches it polls (every
-  ``POLL_S``) instead of blocking in dask's ``as_completed``, and SIGINT only sets a flag there:
-  a KeyboardInterrupt raised inside dask's waiting loop tends to land in a weakref callback,
-  where Python prints and ignores it. Elsewhere (writing a batch) SIGINT raises as usual.
+  (``distributed.scheduler.allowed-failures`` times, default 3); a batch the cluster
+  cancels is submitted again (at most ``MAX_RESUBMIT`` times in a run). A stopped
+  client (Ctrl-C) cancels its tasks; the partial file is resumable. While the client
+  waits for batches it wakes on each completion (or every ``POLL_S``) instead of
+  blocking in dask's ``as_completed``, and SIGINT only sets a flag there: a
+  KeyboardInterrupt raised inside dask's waiting loop tends to land in a weakref
+  callback, where Python prints and ignores it. Elsewhere (writing a batch) SIGINT
+  raises as usual.
 """
 
 from __future__ import annotations
@@ -53,12 +62,22 @@ import numpy as np
 
 from evsnn.errors import EvsnnError
 
-#: How often a run scatters its network again after every copy of it was lost.
-MAX_RESCATTER = 3
-#: Seconds between two looks at the completed batches while the client waits (and checks for Ctrl-C).
+try:  # the dask extra is optional: without it, connect() raises SchedulerError
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover
+    _WorkerPlugin = object
+
+#: Batches the cluster may cancel in one run (each is submitted again) before the run gives up.
+MAX_RESUBMIT = 8
+#: Longest wait (s) between two looks at the completed batches while the client waits (and checks for Ctrl-C).
 POLL_S = 0.02
+#: Seconds between two looks at the cluster's thread count (the number of batches in flight).
+WINDOW_REFRESH_S = 1.0
+#: Default seconds to wait for a scheduler given by address (``--scheduler-timeout``).
+CONNECT_TIMEOUT_S = 10.0
 _CACHE_SIZE = 4
 _prepared_cache: dict = {}  # worker side: (digest, engine, dtype) → prepared network
+_networks: dict = {}  # worker side: plugin name → Network, installed by NetworkPlugin
 
 
 class SchedulerError(EvsnnError):
@@ -98,14 +117,15 @@ def _distributed():
 
 
 @contextlib.contextmanager
-def connect(spec: str, timeout: float | None = None):
+def connect(spec: str, timeout: float = CONNECT_TIMEOUT_S):
     """A ``distributed.Client`` for ``spec`` (see :func:`parse_scheduler`), closed at the end.
 
     ``local[:N]``: a LocalCluster of N single-threaded worker processes, shut down on exit.
-    An address: the client waits ``timeout`` seconds (default: dask's
-    ``distributed.comm.timeouts.connect``, 30 s) for the scheduler, then raises SchedulerError.
+    An address: the client waits at most ``timeout`` seconds for the scheduler, then raises SchedulerError.
     """
     kind, n = parse_scheduler(spec)
+    if not timeout > 0:
+        raise SchedulerError(f"--scheduler-timeout must be > 0 seconds, got {timeout}")
     distributed = _distributed()
     if kind == "local":
         with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -113,20 +133,14 @@ def connect(spec: str, timeout: float | None = None):
             yield client
         return
     try:
-        client = distributed.Client(spec, timeout=timeout if timeout is not None else
-                                    _config_timeout(), set_as_default=False)
+        client = distributed.Client(spec, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SchedulerError(f"cannot reach the Dask scheduler at {spec}: {msg}") from None
+        raise SchedulerError(f"cannot reach the Dask scheduler at {spec} within {timeout:g} s: {msg}") from None
+    except Exception as e:  # something answered, but not as a Dask scheduler (its bytes made no message)
+        raise SchedulerError(f"{spec} did not answer as a Dask scheduler: {type(e).__name__}") from None
     with client:
         yield client
-
-
-def _config_timeout():
-    import dask
-    from dask.utils import parse_timedelta
-
-    return parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
 
 
 def cluster_config(client) -> dict:
@@ -145,6 +159,28 @@ def _takes_n_workers(client) -> bool:
 
 # ---------------------------------------------------------------------------------------------- worker side
 
+class NetworkPlugin(_WorkerPlugin):
+    """Worker plugin holding a run's network: every worker (also one that joins later) keeps it under the
+    plugin's name until the run unregisters the plugin."""
+
+    def __init__(self, net, name: str):
+        self.net, self.name = net, name
+
+    def setup(self, worker=None):
+        _networks[self.name] = self.net
+
+    def teardown(self, worker=None):
+        _networks.pop(self.name, None)
+
+
+def _network(name: str):
+    try:
+        return _networks[name]
+    except KeyError:
+        raise RuntimeError(f"this worker has no network {name!r}: the run's worker plugin is not installed "
+                           "(the run ended, or the worker could not unpickle it)") from None
+
+
 def _prepared(net, digest: str, engine: str, dtype: str, threads: int):
     """The network packed for ``engine`` in this worker process, once per (digest, engine, dtype)."""
     key = (digest, engine, dtype)
@@ -161,16 +197,17 @@ def _prepared(net, digest: str, engine: str, dtype: str, threads: int):
     return prep
 
 
-def run_batch(net, digest: str, b: int, xb, opts, sleep, engine: str):
-    """Task: simulate batch ``b`` (its samples ``xb``) on this worker; returns ``(b, SimResult)``."""
+def run_batch(name: str, digest: str, b: int, xb, opts, sleep, engine: str):
+    """Task: simulate batch ``b`` (its samples ``xb``) of the network of plugin ``name`` on this worker;
+    returns ``(b, SimResult)``."""
     from evsnn.runner import get_simulator, simulate_batch
 
     sim, engine = get_simulator(engine)
-    prep = _prepared(net, digest, engine, opts.dtype, opts.threads)
+    prep = _prepared(_network(name), digest, engine, opts.dtype, opts.threads)
     return b, simulate_batch(sim, engine, prep, np.asarray(xb), opts, sleep, b)
 
 
-def warm_up(net, digest: str, x1, opts, sleep, engine: str) -> float:
+def warm_up(name: str, digest: str, x1, opts, sleep, engine: str) -> float:
     """Task: pack the network and run one sample (loads or compiles the kernels); returns the seconds taken
     (0 when this worker has already prepared the network: it is warm)."""
     from evsnn.runner import get_simulator
@@ -178,7 +215,7 @@ def warm_up(net, digest: str, x1, opts, sleep, engine: str) -> float:
     if (digest, get_simulator(engine)[1], opts.dtype) in _prepared_cache:
         return 0.0
     t0 = time.perf_counter()
-    run_batch(net, digest, 0, x1, opts, sleep, engine)
+    run_batch(name, digest, 0, x1, opts, sleep, engine)
     return time.perf_counter() - t0
 
 
@@ -189,11 +226,22 @@ def _workers(client) -> dict:
     return info["workers"]
 
 
-def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | None = None):
+def _threads(client) -> int:
+    """The worker threads of ``client``'s cluster now (at least 1: batches in flight wait for a worker)."""
+    info = client.scheduler_info(n_workers=0) if _takes_n_workers(client) else client.scheduler_info()
+    n = info.get("total_threads")
+    if n is None:
+        n = sum(int(w.get("nthreads", 1)) for w in info["workers"].values())
+    return max(1, int(n))
+
+
+def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | None = None,
+                digest: str | None = None):
     """Yield ``(b, SimResult)`` for the batches ``todo`` of ``x``, run as tasks on ``client``'s cluster,
     in completion order. Closing the generator cancels the tasks still running.
 
-    ``window``: batches in flight at most (default: 2 × the cluster's worker threads, at least 4).
+    ``window``: batches in flight at most (default: the cluster's worker threads, followed as workers come
+    and go). ``digest``: :func:`evsnn.runner.network_digest` of ``net`` when the caller has it.
     """
     distributed = _distributed()
     from evsnn.runner import network_digest
@@ -203,26 +251,38 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
         return
     bs = opts.batch_size
     wopts = dataclasses.replace(opts, threads=opts.threads or 1, profiles=())
-    digest = network_digest(net)
+    digest = digest or network_digest(net)
     workers = _workers(client)
     if not workers:
         raise SchedulerError(f"the Dask scheduler at {client.scheduler.address} has no workers")
-    if window is None:
-        window = max(4, 2 * sum(int(w.get("nthreads", 1)) for w in workers.values()))
-    net_f = client.scatter(net, broadcast=True, hash=False)
-    rescattered = 0
-    warm = [client.submit(warm_up, net_f, digest, np.asarray(x[:1]), wopts, sleep, engine, workers=[addr],
-                          allow_other_workers=True, pure=False, priority=100, key=f"evsnn-warm-up-{addr}-{digest[:8]}"
-                          f"-{time.time_ns()}") for addr in workers]
+    fixed = window is not None
+    if not fixed:
+        window, looked = _threads(client), time.monotonic()
+    name = f"evsnn-network-{digest[:12]}-{time.time_ns()}"
+    client.register_plugin(NetworkPlugin(net, name), name=name)
+    warm = [client.submit(warm_up, name, digest, np.asarray(x[:1]), wopts, sleep, engine, workers=[addr],
+                          allow_other_workers=True, pure=False, priority=100, key=f"evsnn-warm-up-{addr}-{name}")
+            for addr in workers]
     pending = iter(todo)
     inflight: dict = {}
+    resubmitted = 0
     done = distributed.as_completed(warm, loop=client.loop)  # this client's loop, not the default client's
 
     def submit(b):
         xb = np.asarray(x[b * bs:(b + 1) * bs])
-        f = client.submit(run_batch, net_f, digest, b, xb, wopts, sleep, engine, pure=False, priority=-b)
-        inflight[f.key] = (f, b, net_f)
+        f = client.submit(run_batch, name, digest, b, xb, wopts, sleep, engine, pure=False, priority=-b)
+        inflight[f.key] = (f, b)
         done.add(f)
+
+    def refill():
+        nonlocal window, looked
+        if not fixed and time.monotonic() - looked > WINDOW_REFRESH_S:
+            window, looked = _threads(client), time.monotonic()
+        while len(inflight) < window:
+            b = next(pending, None)
+            if b is None:
+                return
+            submit(b)
 
     interrupted, waiting = [], [False]
 
@@ -230,6 +290,20 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
         interrupted.append(signum)
         if not waiting[0]:
             raise KeyboardInterrupt
+
+    cond = getattr(done, "thread_condition", None)  # notified by as_completed on each completion
+
+    def wait():
+        waiting[0] = True
+        try:
+            if cond is None:
+                time.sleep(POLL_S)
+            else:
+                with cond:
+                    if not done.has_ready():
+                        cond.wait(POLL_S)
+        finally:
+            waiting[0] = False
 
     def completed():
         while True:
@@ -241,49 +315,39 @@ def map_batches(client, net, x, todo, opts, sleep, engine: str, window: int | No
                     if interrupted:  # (a terminal's Ctrl-C also stops the local workers: their tasks fail)
                         raise KeyboardInterrupt
                     yield f
-            elif done.is_empty():
+            elif not inflight:  # (not done.is_empty(): a warm-up task of a worker killed early may never end)
                 return
             else:
-                waiting[0] = True
-                try:
-                    time.sleep(POLL_S)
-                finally:
-                    waiting[0] = False
+                wait()
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     try:
-        for b in pending:
-            submit(b)
-            if len(inflight) >= window:
-                break
+        refill()
         for f in completed():
             if f.key not in inflight:  # a warm-up task (a failure shows again in the batches)
                 f.release()
                 continue
-            _, b, used = inflight.pop(f.key)
+            _, b = inflight.pop(f.key)
+            refill()  # before fetching the result: the freed worker gets its next batch at once
             try:
                 rb, res = f.result()  # re-raises the task's exception
             except CancelledError:
-                # its network was lost (every worker holding a copy died; the client may learn it after the
-                # batch's cancellation) or the cluster dropped the task: scatter the network again, once per loss
-                if used is net_f:
-                    if rescattered == MAX_RESCATTER:
-                        raise SchedulerError(f"the cluster cancelled this run's batches {MAX_RESCATTER + 1} times "
-                                             "(workers lost with every copy of the network); run again with --resume")
-                    rescattered += 1
-                    net_f = client.scatter(net, broadcast=True, hash=False)
+                # the cluster dropped the task (a scheduler restart, another client's cancel): run it again
+                if resubmitted == MAX_RESUBMIT:
+                    raise SchedulerError(f"the cluster cancelled more than {MAX_RESUBMIT} of this run's batches; "
+                                         "run again with --resume") from None
+                resubmitted += 1
                 submit(b)
                 continue
             f.release()
-            nxt = next(pending, None)
-            if nxt is not None:
-                submit(nxt)
             yield rb, res
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
-        left = [f for f, _, _ in inflight.values()] + [f for f in warm if f.status == "pending"]
-        if left:
-            with contextlib.suppress(Exception):
+        left = [f for f, _ in inflight.values()] + [f for f in warm if f.status == "pending"]
+        with contextlib.suppress(Exception):
+            if left:
                 client.cancel(left)
+        with contextlib.suppress(Exception):
+            client.unregister_worker_plugin(name)

@@ -353,7 +353,8 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
             progress(writer.samples_done)
         todo = writer.todo()
         if client is not None:
-            results = distributed.map_batches(client, net, x, todo, opts, sleep, engine)
+            results = distributed.map_batches(client, net, x, todo, opts, sleep, engine,
+                                                digest=cfg["network_digest"])
         else:
             results = local_batches(sim, engine, net, x, todo, opts, sleep)
         with contextlib.closing(results):  # a distributed run cancels its tasks when stopped

@@ -200,22 +200,89 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("spec,pattern", [
-    ("tcp://127.0.0.1:{port}", r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:\d+"),
+    ("tcp://127.0.0.1:{port}", r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:\d+ within 0\.5 s"),
     ("local:0", r"local:N needs a worker count N ≥ 1"),
     ("local:two", r"local:N needs a worker count"),
     ("foo://bar:1", r"cannot reach the Dask scheduler at foo://bar:1"),
 ])
 def test_bad_or_unreachable_scheduler_is_one_line_and_writes_nothing(files_cli, spec, pattern):
-    import dask
-
     tmp, net, data = files_cli
     out = tmp / "o.h5"
     t0 = time.perf_counter()
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-        r = invoke(*run_args(net, data, out, "--scheduler", spec.format(port=_free_port())))
+    r = invoke(*run_args(net, data, out, "--scheduler", spec.format(port=_free_port()), "--scheduler-timeout", "0.5"))
     assert_user_error(r, pattern)
-    assert time.perf_counter() - t0 < 60
+    assert time.perf_counter() - t0 < 20  # dask's own connect timeout (30 s) does not apply
     assert not out.exists() and not os.path.exists(partial_path(out))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_bad_scheduler_timeout_is_refused(files_cli, value):
+    tmp, net, data = files_cli
+    r = invoke(*run_args(net, data, tmp / "o.h5", "--scheduler", "local:1", "--scheduler-timeout", value))
+    assert r.exit_code == 2 and "--scheduler-timeout" in r.output, r.output
+    assert not (tmp / "o.h5").exists()
+
+
+def test_connect_takes_a_positive_timeout():
+    with pytest.raises(D.SchedulerError, match="must be > 0"):
+        with D.connect("tcp://127.0.0.1:1", 0):
+            pass
+
+
+def _gate(flag: str, give_up_s: float):
+    """(Runs in a worker) batch 0 waits until the file ``flag`` exists (and fails after ``give_up_s``)."""
+    import evsnn.runner as R
+
+    real = getattr(R, "_real_simulate_batch", R.simulate_batch)
+    R._real_simulate_batch = real
+
+    def gated(sim, engine, net, x, opts, sleep, b):
+        if b == 0 and len(x) > 1:
+            deadline = time.monotonic() + give_up_s
+            while not os.path.exists(flag):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("batch 0 was never released: the other batches did not complete")
+                time.sleep(0.01)
+        return real(sim, engine, net, x, opts, sleep, b)
+
+    R.simulate_batch = gated
+
+
+def _networks_held():
+    """(Runs in a worker) the networks of runs installed in this worker process."""
+    from evsnn import distributed as D
+
+    return sorted(D._networks)
+
+
+def test_a_held_batch_does_not_keep_the_others_waiting(client, tmp_path):
+    """Batch 0 is held on its worker until every other batch is written: the other worker must run them all
+    (none may wait in the held worker's queue, and the net must stay usable on both), and at most one batch
+    per worker thread is in flight."""
+    net = convert(small_graph(), "casc")
+    x, y = small_data(20)  # 10 batches of 2
+    opts = runner.RunOptions(batch_size=2, record=("counts",))
+    full = runner.run_to_file(net, x, y, str(tmp_path / "full.h5"), opts)
+    flag = tmp_path / "release"
+    client.wait_for_workers(2, timeout=120)
+    client.run(_gate, str(flag), 90.0)
+    written, in_flight = [], []
+
+    def on_batch(start, res, yb):
+        written.append(start // 2)
+        in_flight.append(sum(1 for keys in client.processing().values() for k in keys if "run_batch" in str(k)))
+        if len(written) == 9:
+            assert all(len(v) == 1 for v in client.run(_networks_held).values())  # the run's network, on both
+            flag.touch()
+
+    try:
+        out = runner.run_to_file(net, x, y, str(tmp_path / "dist.h5"), opts, client=client, on_batch=on_batch)
+    finally:
+        client.run(_unslow)
+    assert written[-1] == 0 and sorted(written[:9]) == list(range(1, 10))
+    assert max(in_flight) <= 2
+    assert_same_content(full, out, skip_config=CLUSTER_CONFIG)
+    assert not any(client.run(_networks_held).values())  # the run's worker plugin was removed at its end
 
 
 @pytest.mark.parametrize("which", ["one", "all"])
