@@ -175,9 +175,6 @@ def test_qonnx_fixture_equals_the_qcdq_export_of_the_same_model():
     res = simulate(net, x, sleep="auto")
     assert (res.predictions == ann_forward(half_up(qo), x).argmax(axis=1)).all()
     assert (res.predictions == logits.argmax(axis=1)).mean() >= 0.99
-    if strict:
-        assert agree / total >= 0.9999
-        np.testing.assert_array_equal(res.predictions, logits.argmax(axis=1))
 
 
 def test_onnxruntime_readout_quantization_is_recorded_and_simulated_analog():
