@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core for BLAS too (set before numpy loads)
 
@@ -18,21 +17,12 @@ import numba
 import numpy as np
 
 from evsnn.engine import kernels as KN
+from evsnn.engine.cost import best_time
 from evsnn.ir.snn import window_fanout
 
 
-def _best(fn, reps=5, min_time=0.05):
-    best = np.inf
-    for _ in range(reps):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt > min_time:
-                break
-        best = min(best, dt / n)
-    return best
+def _best(fn):
+    return best_time(fn, reps=5, min_time=0.05)
 
 
 def conv_case(c, h, cout, act, rng, dtype=np.float32, k=3):

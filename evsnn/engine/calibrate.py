@@ -16,7 +16,7 @@ from scipy.optimize import nnls
 
 from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
-from evsnn.engine.cost import _best, conv_features, csr_features
+from evsnn.engine.cost import best_time, conv_features, csr_features
 from evsnn.ir.snn import window_fanout
 
 # (Cin, H = W, Cout, groups) of the synthetic 3×3 convs (stride 1, pad 1); (n_pre, n_post) of the CSR ones
@@ -42,7 +42,7 @@ def _fit(X, y) -> list:
 
 def _time(fn, t0=0.0) -> float:
     """Best time per call less the dispatch overhead ``t0`` (the shared machine is noisy: best of 5)."""
-    return max(_best(fn, reps=5, min_time=0.002) - t0, 1e-9)
+    return max(best_time(fn, reps=5, min_time=0.002) - t0, 1e-9)
 
 
 def _conv(c, h, cout, g, dtype, rng, ev_rows, de_rows):
@@ -59,7 +59,7 @@ def _conv(c, h, cout, g, dtype, rng, ev_rows, de_rows):
     fan = fan.reshape(c, h, h).transpose(1, 2, 0).reshape(-1)
     geo = (k, k, cig, cout, g, h, h, c, h, h, 1, 1, 1, 1)
     none = np.zeros(1, np.int64)
-    t0 = min(_best(lambda: KN.conv_scatter(none, sigbuf, 0, w, *geo, acc, False, mark, lst, 0), reps=9,
+    t0 = min(best_time(lambda: KN.conv_scatter(none, sigbuf, 0, w, *geo, acc, False, mark, lst, 0), reps=9,
                    min_time=0.001), 2e-6)  # the dispatch overhead of a Python call (none in the step loop)
     for act in ACTS:
         idx = np.flatnonzero(rng.random(n) < act).astype(np.int64)
@@ -84,7 +84,7 @@ def _csr(n_pre, n_post, dtype, rng, ev_rows, de_rows):
     sigbuf = np.zeros(n_pre + 1, dtype)
     mark, lst = np.zeros(n_post + 1, np.uint8), np.zeros(n_post + 1, np.int64)
     none = np.zeros(1, np.int64)
-    t0 = min(_best(lambda: KN.csr_scatter(none, sigbuf, 0, indptr, indices, data, acc, False, mark, lst, 0, 1),
+    t0 = min(best_time(lambda: KN.csr_scatter(none, sigbuf, 0, indptr, indices, data, acc, False, mark, lst, 0, 1),
                    reps=9, min_time=0.001), 2e-6)
     for act in ACTS:
         idx = np.flatnonzero(rng.random(n_pre) < act).astype(np.int64)

@@ -165,7 +165,7 @@ def thresholds(ji: np.ndarray, coefs: dict) -> np.ndarray:
     return thr
 
 
-def _best(fn, reps=3, min_time=0.004) -> float:
+def best_time(fn, reps=3, min_time=0.004) -> float:
     """Best time per call (seconds) over ``reps`` rounds of at least ``min_time`` each."""
     best = np.inf
     for _ in range(reps):
