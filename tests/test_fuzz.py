@@ -27,9 +27,10 @@ SECONDS = float(os.environ.get("EVSNN_FUZZ_SECONDS", "5"))
 #: Escapes found by these harnesses (10 s runs) or reported in issue #13, per frontend harness.
 FRONTEND_KNOWN = {
     "onnx": set(),  # hardened: the kinds issue #13 listed and the 2 escapes found in 30 min of fuzzing are fixed
-    "keras": {"BadZipFile", "OSError", "RuntimeError", "KeyError", "TypeError", "JSONDecodeError",
-              "UnicodeDecodeError", "ValueError"},
-    "keras_h5": {"OSError", "RuntimeError", "TypeError", "KeyError", "ValueError", "Timeout"},
+    "keras": set(),  # hardened: zip caps, untrusted-HDF5 walk; no escape in 60 s runs
+    # no escape in 20 s runs; a 60 s run reaches an input on which HDF5's C library spins for minutes
+    # (a corrupted legacy .h5 symbol table): not an exception, so not listed; see the fuzz engine docstring
+    "keras_h5": set(),
 }
 
 
