@@ -168,3 +168,43 @@ def test_contained_path_and_array_size(tmp_path):
         VL.check_array_size((40000, 40000, 4000), 4, "ConstantOfShape")
     with pytest.raises(FormatError, match="negative"):
         VL.check_array_size((3, -1), 4, "c")
+
+
+def _sleep_forever():
+    import time
+    while True:
+        time.sleep(1)
+
+
+def _boom(text):
+    raise KeyError(text)
+
+
+def test_deadline_returns_reraises_and_stops_a_reader_that_does_not_finish(monkeypatch):
+    import sys
+
+    from evsnn.validate import deadline
+
+    monkeypatch.setenv("EVSNN_HDF5_SECONDS", "2")
+    assert deadline.call(sum, [1, 2, 3], what="x") == 6
+    assert deadline.call(np.arange, 4, what="x").tolist() == [0, 1, 2, 3]
+    with pytest.raises(KeyError, match="gone"):
+        deadline.call(_boom, "gone", what="x")
+    if sys.platform.startswith("linux"):
+        with pytest.raises(FormatError, match="did not finish within 2 s"):
+            deadline.call(_sleep_forever, what="f.h5")
+    monkeypatch.setenv("EVSNN_HDF5_SECONDS", "soon")
+    with pytest.raises(FormatError, match="EVSNN_HDF5_SECONDS"):
+        deadline.call(sum, [1], what="x")
+
+
+def test_a_legacy_h5_that_makes_hdf5_loop_is_one_error_line(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from evsnn.cli import cli
+
+    monkeypatch.setenv("EVSNN_HDF5_SECONDS", "3")
+    bad = os.path.join(os.path.dirname(__file__), "fuzz", "known", "keras_h5", "hdf5-loops-on-a-global-heap-byte.h5")
+    r = CliRunner().invoke(cli, ["convert", bad, "-o", str(tmp_path / "n.h5")])
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "did not finish within 3 s" in r.stderr and not (tmp_path / "n.h5").exists()

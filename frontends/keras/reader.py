@@ -48,6 +48,7 @@ from evsnn.frontends.keras import layers as KL
 from evsnn.frontends.keras import graph as G
 from evsnn.frontends.keras.graph import build_graph, check_classes
 from evsnn.ir import ann as A
+from evsnn.validate import deadline
 from evsnn.validate.files import check_zip_members, read_zip_member
 from evsnn.validate.hdf5 import check_tree, open_untrusted
 
@@ -167,21 +168,32 @@ def _text(v) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
-def _read_h5(path: str) -> tuple[dict, object, dict]:
+def _h5_contents(path: str) -> tuple[object, str, dict]:
+    """What evsnn reads from a legacy ``.h5``: the model_config attribute, the Keras version and every
+    layer's weights (``model_weights/<layer>``, in its ``weight_names`` order)."""
     with open_untrusted(path, "a Keras .h5 model") as f:
-        config = _json(f.attrs["model_config"], path)
+        config = f.attrs["model_config"]
         version = _text(f.attrs.get("keras_version", ""))
         if "model_weights" not in f:
             raise FormatError(f"{path}: HDF5 model without a model_weights group; evsnn reads files written "
                               "by model.save('x.h5')")
+        mw = f["model_weights"]
+        weights = {}
+        for name in mw:
+            g = mw[name]
+            names = g.attrs.get("weight_names", []) if isinstance(g, h5py.Group) else []
+            weights[name] = [np.asarray(g[_text(n)][()]) for n in names]
+    return config, version, weights
+
+
+def _read_h5(path: str) -> tuple[dict, object, dict]:
+    # read in a child with a time limit: damaged HDF5 metadata can make the C library loop forever
+    config, version, weights = deadline.call(_h5_contents, path, what=path)
+    config = _json(config, path)
 
     def fill(specs):
-        with h5py.File(path, "r") as f:  # checked by open_untrusted above
-            mw = f["model_weights"]
-            for spec in specs:
-                g = mw.get(spec.name)
-                names = g.attrs.get("weight_names", []) if g is not None else []
-                spec.weights = [np.asarray(g[_text(n)][()]) for n in names]
+        for spec in specs:
+            spec.weights = list(weights.get(spec.name, []))
 
     return config, fill, {"format": "keras-h5", "keras_version": version}
 
