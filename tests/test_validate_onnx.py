@@ -297,7 +297,10 @@ def test_inferred_bounds_refuse_growing_ops():
     ins = [np.ones((1, 1, 3, 3), F32), np.ones((1, 1, 1, 1), F32)]
     with pytest.raises(FormatError, match=r"node 'c' \(op Conv\): shape \(1, 1, 2147483651, 2147483651\)"):
         VO.check_const_node(conv, ins, "m.onnx", 17)
-    VO.check_const_node(conv, ins, "m.onnx")  # without an opset: no inference, no bound
+    with pytest.raises(FormatError, match="cannot bound the size"):  # without an opset: no inference, refused
+        VO.check_const_node(conv, ins, "m.onnx")
+    with pytest.raises(FormatError, match=r"node 'n' \(op NoSuchOp\): evsnn cannot bound"):
+        VO.check_const_node(helper.make_node("NoSuchOp", ["a"], ["y"], name="n"), [np.ones(3)], "m.onnx", 17)
     win = helper.make_node("HannWindow", ["s"], ["y"], name="h")
     with pytest.raises(FormatError, match="node 'h' \\(op HannWindow\\): shape \\(2000000000,\\)"):
         VO.check_const_node(win, [np.array(2 * 10 ** 9, np.int64)], "m.onnx", 17)

@@ -63,9 +63,9 @@ from urllib.parse import unquote
 import h5py
 import numpy as np
 
-from evsnn.errors import FormatError
+from evsnn.errors import EvsnnError, FormatError
 from evsnn.store.files import check_writable, lock_exclusive, note_write_failure, open_h5
-from evsnn.validate.hdf5 import check_tree
+from evsnn.validate.hdf5 import DAMAGE, check_tree
 from evsnn.validate.results import check_results
 
 FORMAT = "evsnn-results"
@@ -622,6 +622,12 @@ def open_results(path: str | os.PathLike) -> h5py.File:
     try:
         check_tree(f, os.fspath(path))
         check_results(f, os.fspath(path))
+    except DAMAGE as e:  # HDF5 errors met reading damaged metadata (e.g. a global heap object's size)
+        f.close()
+        if isinstance(e, EvsnnError):
+            raise
+        raise FormatError(f"{os.fspath(path)}: damaged evsnn-results file ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     except BaseException:
         f.close()
         raise

@@ -33,7 +33,8 @@ BUILTIN_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "n
                    32000: "lzf"}
 MAX_OBJECTS = 200_000
 _SLACK = 1 << 16
-_DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError,
+#: exceptions h5py raises on damaged metadata (turned into one FormatError line by the readers)
+DAMAGE = _DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError,
            SystemError, UnicodeDecodeError)
 
 

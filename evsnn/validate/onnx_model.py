@@ -433,5 +433,10 @@ def check_const_node(node: onnx.NodeProto, ins: list, source: str = "", opset: i
         raise FormatError(f"{source}: {e}" if source else str(e)) from None
     if bounds is None and opset is not None and node.op_type not in _BOUNDED:
         bounds = inferred_output_shapes(node, ins, opset)
+    if bounds is None and node.op_type not in _BOUNDED:
+        # neither a written bound nor shape inference can say how much it allocates: not evaluated
+        raise FormatError(f"{where}: evsnn cannot bound the size of this op's output on constant inputs, "
+                          "so it does not evaluate it (fold the constant subgraph before export, e.g. with "
+                          "onnxsim or onnxoptimizer)")
     for shape, size in bounds or ():
         check_array_size(shape, size, where)
