@@ -159,17 +159,12 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     rounds = []
     while True:
         raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads)
-        if t_try >= T:
-            rounds.append((todo, raw))
-            break
         quiet = raw["qa"] >= 0
-        if quiet.all():
+        if t_try >= T or quiet.all():
             rounds.append((todo, raw))
             break
         rounds.append((todo[quiet], _take(raw, quiet)))
         todo = todo[~quiet]
-        if len(todo) == 0:
-            break
         t_try = min(T, plan.wake + max(1, 2 * (t_try - plan.wake)))
         from evsnn.validate.limits import check_run_memory  # lazy: only when a round grows
         check_run_memory(net, t_try, len(todo), plan.record, plan.wake, memory_budget)
