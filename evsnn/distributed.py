@@ -199,12 +199,12 @@ def _prepared(net, digest: str, engine: str, dtype: str, threads: int):
 
 def run_batch(name: str, digest: str, b: int, xb, opts, sleep, engine: str):
     """Task: simulate batch ``b`` (its samples ``xb``) of the network of plugin ``name`` on this worker;
-    returns ``(b, SimResult)``."""
-    from evsnn.runner import get_simulator, simulate_batch
+    returns ``(b, SimResult)`` with only what the file records (:func:`evsnn.runner.recorded_only`)."""
+    from evsnn.runner import get_simulator, recorded_only, simulate_batch
 
     sim, engine = get_simulator(engine)
     prep = _prepared(_network(name), digest, engine, opts.dtype, opts.threads)
-    return b, simulate_batch(sim, engine, prep, np.asarray(xb), opts, sleep, b)
+    return b, recorded_only(simulate_batch(sim, engine, prep, np.asarray(xb), opts, sleep, b), opts)
 
 
 def warm_up(name: str, digest: str, x1, opts, sleep, engine: str) -> float:

@@ -226,6 +226,15 @@ def simulate_batch(sim, engine: str, net, x, opts: RunOptions, sleep, b: int):
     return sim(net, x, **kw)
 
 
+def recorded_only(res, opts: RunOptions):
+    """``res`` without the per-neuron counts and values when the file will not keep them (record has no
+    "counts"): what a Dask worker sends back. The engine always fills them (4 MB a sample on a VGG-sized
+    network, 60 MB a batch of 16), and the client would receive and drop them."""
+    if "counts" in opts.record:
+        return res
+    return replace(res, counts={}, values={})
+
+
 def local_batches(sim, engine: str, net, x, todo, opts: RunOptions, sleep):
     """Yield ``(b, result)`` for the batches ``todo``, simulated one after the other in this process."""
     prepared = batch_network(engine, net, opts) if todo else net

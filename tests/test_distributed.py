@@ -69,6 +69,7 @@ def slow(client):
 
 
 @pytest.mark.parametrize("preset,input_mode,record", [("casc", "analog", ("counts", "raster")),
+                                                       ("casc", "analog", ()),
                                                        ("if", "rate", ("counts",))])
 def test_file_equals_single_process_run(client, tmp_path, preset, input_mode, record):
     """Event engine on the workers; rate input checks every batch keeps its index (its seed)."""
@@ -86,6 +87,35 @@ def test_file_equals_single_process_run(client, tmp_path, preset, input_mode, re
         assert "scheduler" not in f["config"].attrs
         if input_mode == "rate":  # seeded per batch: batches differ, so a wrong index would show
             assert f["layers/input/spikes"][()].sum() > 0
+
+
+@pytest.mark.parametrize("record", [(), ("counts",)])
+def test_a_batch_task_returns_only_what_the_file_keeps(record):
+    """The engine fills every neuron's count and value; a worker sends them back only when the file
+    records counts (on a VGG-sized network they are 4 MB a sample, which the client would drop)."""
+    net = convert(small_graph(), "casc")
+    x, _ = small_data(3)
+    opts = runner.RunOptions(batch_size=3, record=record, threads=1)  # as map_batches sends them
+    name = "evsnn-network-test-recorded-only"
+    D._networks[name] = net
+    try:
+        b, res = D.run_batch(name, runner.network_digest(net), 4, x, opts, "auto", "event")
+    finally:
+        D._networks.pop(name)
+    assert b == 4
+    sim, engine = runner.get_simulator("event")
+    full = runner.simulate_batch(sim, engine, net, x, opts, "auto", 4)
+    assert full.counts and set(full.values) == set(full.counts)
+    if record:
+        assert set(res.counts) == set(full.counts)
+        for k in full.counts:
+            np.testing.assert_array_equal(res.counts[k], full.counts[k])
+            np.testing.assert_array_equal(res.values[k], full.values[k])
+    else:
+        assert res.counts == {} and res.values == {}
+    np.testing.assert_array_equal(res.readout, full.readout)
+    for k in full.sops:
+        np.testing.assert_array_equal(res.sops[k], full.sops[k])
 
 
 def test_cli_interrupted_with_out_of_order_batches_resumes(client, tmp_path, monkeypatch):
