@@ -12,8 +12,8 @@ Commands:
   evsnn --help            the CLI's own start-up
   numba floor             import NumPy + Numba and call one cached @njit function: what any
                           Numba program pays before its first kernel runs (context set-up) and at
-                          exit (a plain program: the collector stays on for the shutdown, which the
-                          evsnn CLI switches off, see evsnn.cli.main)
+                          exit (a plain program: the interpreter tears its modules down at exit, which the
+                          evsnn CLI skips, see evsnn.cli.main)
   evsnn run (1 sample)    the bundled digits network (evsnn/data/digits_cnn.onnx converted with
                           casc, once) on one digits sample, Numba cache warm; target ≤ 0.5 s
 

@@ -91,6 +91,39 @@ def test_cli_imports_no_heavy_modules():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
+_MAIN_WITH = """
+import atexit, sys, threading, time
+from evsnn.cli import main
+atexit.register(lambda: print("atexit ran"))  # buffered: printed only if the streams are flushed after it
+if {thread!r}:
+    def late():
+        time.sleep(0.3)
+        print("thread finished")
+    threading.Thread(target=late).start()
+sys.argv = ["evsnn", *{args!r}]
+main()
+"""
+
+
+@pytest.mark.parametrize("args,rc", [(["--help"], 0), (["inspect", "no-such-file.onnx"], 2)])
+@pytest.mark.parametrize("thread", [False, True])
+def test_main_ends_with_exit_handlers_run_and_streams_flushed(tmp_path, args, rc, thread):
+    """main() skips the interpreter's teardown (evsnn.cli._leave) but not what an exit must do: the exit
+    code, atexit handlers, buffered output (stdout is a file here: block-buffered), and a non-daemon thread
+    still running is waited for."""
+    import subprocess
+    import sys
+    out = tmp_path / "out.txt"
+    with open(out, "w") as fh:
+        p = subprocess.run([sys.executable, "-c", _MAIN_WITH.format(args=args, thread=thread)], stdout=fh,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    text = out.read_text()
+    assert p.returncode == rc, p.stderr
+    assert text.rstrip().endswith("atexit ran")
+    assert ("Usage:" in text) == (rc == 0) and ("error:" in p.stderr) == (rc != 0)
+    assert ("thread finished" in text) == thread
+
+
 def test_every_option_has_help():
     for name, cmd in cli.commands.items():
         for p in cmd.params:
