@@ -1,0 +1,105 @@
+"""Effective synaptic-operation rate of the engine on a real network against its own kernel peak, and
+the speed-up of 2 engine threads over 1 (issue #14's targets: ≥ 60 % of the peak on VGG-16 casc,
+2 threads ≥ 1.8× 1 thread).
+
+    python bench/gsops.py [--case vgg16-casc] [--samples 16] [--reps 3]
+
+- effective rate: the SOPs the run records (every population's ``sops``, all steps and samples) over
+  the wall time of one ``engine.simulate`` call (network packed beforehand, ``path="auto"``, the
+  preset's default schedule and dtype), 1 thread, best of ``--reps``. Analog input MACs (the first
+  layer of an analog-input network) are not SOPs and are not counted.
+- kernel peak: :func:`evsnn.engine.kernels.conv_scatter` alone (bench/bench_kernels.py's case), in
+  the run's dtype, on every distinct conv geometry of the network at the run's mean activity of that
+  layer's input, one thread; the best of those rates is the peak (the rate the kernel reaches when
+  nothing else runs: no neuron updates, no bookkeeping, the layer's weights hot in cache).
+- threads: the same call with ``threads=2`` (samples split between the threads), best of
+  ``--reps``; the machine's core count and load average are printed (a loaded 2-core machine cannot
+  show the scaling).
+
+Cases are bench/peers.py's (random dyadic weights, calibrated). Last line: ``SUMMARY key=value ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_kernels import _best, conv_case  # noqa: E402
+from peers import CASES, build_case  # noqa: E402
+
+from evsnn import engine  # noqa: E402
+from evsnn.engine.run import default_dtype  # noqa: E402
+from evsnn.ir import snn as S  # noqa: E402
+
+
+def best_call(fn, reps: int) -> tuple[float, object]:
+    best, out = np.inf, None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def conv_layers(net: S.Network) -> list[tuple[str, tuple, tuple]]:
+    """(source population, source shape (C, H, W), target shape) of every 3×3 stride-1 ungrouped conv."""
+    pops = {p.name for p in net.populations}
+    return [(pr.pre, tuple(pr.pre_shape), tuple(pr.post_shape)) for pr in net.projections
+            if isinstance(pr, S.ConvProjection) and pr.pre in pops and pr.stride == (1, 1)
+            and pr.kernel.shape[:2] == (3, 3) and pr.kernel.shape[2] == pr.pre_shape[0]]
+
+
+def step_activity(res, name: str, size: int) -> float:
+    """Mean fraction of the population's neurons that spike in a step in which it spikes at all."""
+    sp = res.spikes_pos[name] + res.spikes_neg[name]
+    active = int((sp > 0).sum())
+    return float(sp.sum()) / (active * size) if active else 0.0
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", default="vgg16-casc", choices=sorted(CASES))
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args(argv)
+    net, x, wake, sleep = build_case(a.case, a.samples)
+    kw = {} if wake is None else {"wake": wake, "sleep": sleep}
+    dtype = default_dtype(net)
+    prep = engine.prepare(net, dtype)
+    engine.simulate(prep, x[:2], threads=1, **kw)  # compile / cache load
+    t1, res = best_call(lambda: engine.simulate(prep, x, threads=1, **kw), a.reps)
+    t2, res2 = best_call(lambda: engine.simulate(prep, x, threads=2, **kw), a.reps)
+    for p in res.counts:
+        np.testing.assert_array_equal(res.counts[p], res2.counts[p])
+    sops = sum(int(v.sum()) for v in res.sops.values())
+    rate = sops / t1
+    print(f"# {a.case}: {len(x)} samples, dtype {np.dtype(dtype).name}, {res.steps} steps at most; "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(f"engine, 1 thread: {t1:.3f} s, {sops:.3e} SOPs, {rate / 1e9:.2f} GSOP/s effective")
+    rng = np.random.default_rng(0)
+    peak, seen = 0.0, set()
+    for src, (c, h, w), (co, _, _) in conv_layers(net):
+        act = min(max(step_activity(res, src, c * h * w), 0.01), 1.0)
+        key = (c, h, co, round(act, 2))
+        if key in seen or h != w:
+            continue
+        seen.add(key)
+        ev, _de, ks, _macs, _fan = conv_case(c, h, co, act, rng, dtype=np.dtype(dtype))
+        r = ks / _best(ev)
+        peak = max(peak, r)
+        print(f"  conv_scatter {c}x{h}x{w}->{co} at activity {act:.2f}: {r / 1e9:.2f} GSOP/s")
+    print(f"kernel peak {peak / 1e9:.2f} GSOP/s; effective / peak = {rate / peak:.2f} (target ≥ 0.60)")
+    print(f"engine, 2 threads: {t2:.3f} s; speed-up {t1 / t2:.2f} (target ≥ 1.8)")
+    print(f"SUMMARY gsops={rate / 1e9:.3g} peak_gsops={peak / 1e9:.3g} ratio={rate / peak:.3g} "
+          f"speedup_2t={t1 / t2:.3g} load_avg={os.getloadavg()[0]:.2f} cores={os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
