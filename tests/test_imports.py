@@ -2,7 +2,6 @@
 bench/fixed_cost.py; here only which heavy modules a fresh interpreter ends up holding."""
 
 import json
-import os
 import subprocess
 import sys
 
