@@ -107,7 +107,8 @@ def _check(net, x, kw, data):
     dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
     threads = data.draw(st.sampled_from([1, 2]), label="threads")
     path = data.draw(st.sampled_from(["auto", "event", "dense"]), label="path")
-    got = engine.simulate(net, x, dtype=dtype, threads=threads, path=path, **kw)
+    group = data.draw(st.sampled_from([None, 1, 2, 3]), label="group")  # small nets: None is 1
+    got = engine.simulate(net, x, dtype=dtype, threads=threads, path=path, group=group, **kw)
     assert_same(ref, got)
 
 
@@ -183,11 +184,12 @@ def test_delay_zero_cycle_is_rejected():
         engine.simulate(net, x, sleep="auto")
 
 
-def test_results_do_not_depend_on_thread_count_or_path():
+def test_results_do_not_depend_on_thread_count_path_or_group():
     net, x = _small_net()
-    x = np.concatenate([x] * 3)
-    runs = [engine.simulate(net, x, sleep="auto", threads=th, path=pa, record=("counts", "raster"))
-            for th in (1, 2, 4) for pa in ("event", "dense", "auto")]
+    x = np.concatenate([x * s for s in (0.3, 1, 3)])  # 15 samples: groups of 4 leave partial groups
+    runs = [engine.simulate(net, x, sleep="auto", threads=th, path=pa, group=gr, record=("counts", "raster"))
+            for th in (1, 2, 4) for pa in ("event", "dense", "auto") for gr in (1, 4)]
+    assert len(set(runs[0].sleep_steps)) > 1  # samples of one group go quiet at different steps
     for r in runs[1:]:
         assert_same(runs[0], r)
     assert_same(ref_simulate(net, x, sleep="auto", record=("counts", "raster")), runs[0])
@@ -207,6 +209,8 @@ def test_options_are_checked():
         engine.simulate(net, x, path="fast")
     with pytest.raises(ConversionError):
         engine.simulate(net, x, dtype=np.int32)
+    with pytest.raises(ConversionError, match="group"):
+        engine.simulate(net, x, group=0)
     with pytest.raises(ConversionError):
         engine.simulate(net, x, wake=3)  # casc needs wake = L
     with pytest.raises(ValueError):

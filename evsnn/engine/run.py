@@ -86,7 +86,7 @@ def path_thresholds(prep: Prepared, path) -> np.ndarray:
 def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str | None = None,
              max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
              threads: int | None = None, dtype=None, path="auto", verify: bool = False,
-             memory_budget: int | None = None) -> SimResult:
+             memory_budget: int | None = None, group: int | None = None) -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
     ``net``: a :class:`~evsnn.ir.snn.Network`, or a :class:`Prepared` from :func:`prepare` (packed once,
@@ -115,7 +115,9 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
       lies within that rounding of a firing threshold (a level boundary of the ANN), and the readout
       agrees to float64 accuracy (not necessarily bit for bit). ``memory_budget``: bytes one round of records
     may take when a sleep-"auto" run grows its record window (default
-    :func:`evsnn.validate.limits.memory_budget`); beyond it a FormatError.
+    :func:`evsnn.validate.limits.memory_budget`); beyond it a FormatError. ``group``: samples each thread
+    runs in turn, population by population (default :func:`sample_group`; speed only: every record is
+    bit-identical whatever the group).
 
     Decisions (documented here, see design.md): after a sample is quiet (t ≥ T_w and no spike in
     the last D+1 steps, D the largest delay) its state cannot change, so the engine stops it and
@@ -149,6 +151,10 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     T = plan.max_steps
     thr = path_thresholds(prep, path)
     nthreads = engine_threads(threads)
+    if group is None:
+        group = sample_group(prep)
+    elif int(group) < 1:
+        raise ConversionError(f"group must be ≥ 1, got {group}")
     # Records are allocated per round, not for wake + max_sleep steps up front: with sleep "auto" the
     # first round records wake + SLEEP_WINDOW steps; samples not quiet by then run again from the
     # start with twice the sleep window (same inputs, same seed: the same trajectory), up to the cap.
@@ -158,7 +164,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     todo = np.arange(n)
     rounds = []
     while True:
-        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads)
+        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads, group)
         quiet = raw["qa"] >= 0
         if t_try >= T or quiet.all():
             rounds.append((todo, raw))
@@ -207,6 +213,29 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     return res
 
 
+GROUP_MAX = 4  # samples a thread runs in turn, population by population (step.run_batch), at most
+GROUP_STATE_BYTES = 256 << 20  # and at most this much of their state per thread
+
+
+def sample_group(prep: Prepared) -> int:
+    """How many samples each engine thread runs in turn, population by population (:func:`evsnn.engine.step.run_batch`).
+
+    One sample's step reads every layer's weights; on a network whose weights do not stay in cache from one
+    step to the next (VGG-16: 120 MB in float64) the next sample's step of the same layer then finds them in
+    cache. That pays while the weights outweigh the samples' own state (membranes, currents, drive), which
+    the group also keeps hot: measured on VGG-16 casc 1.16× (4 samples), if T = 32 1.23×; on ResNet-18 and
+    a 6-conv VGG, whose state is about as large as their weights, no gain (bench/gsops.py, 1 thread).
+    So: weights ÷ state, between 1 and :data:`GROUP_MAX`, within :data:`GROUP_STATE_BYTES`.
+    """
+    pk, isz = prep.packed, prep.dtype.itemsize
+    nall, R = len(pk.theta), pk.max_delay + 1
+    state = (nall * (3 * isz + 4 * 8) + (R + 1) * pk.acc_tot * isz + pk.c_tot * isz
+             + R * (pk.blk_tot + 1) * 9)
+    weights = isz * sum(pr.kernel.size if isinstance(pr, S.ConvProjection) else pr.data.size
+                        for pr in prep.net.projections if isinstance(pr, (S.ConvProjection, S.DenseProjection)))
+    return int(max(1, min(GROUP_MAX, weights // state, GROUP_STATE_BYTES // state)))
+
+
 SLEEP_WINDOW = 64  # sleep steps recorded in the first round of a sleep-"auto" run (then doubled)
 
 
@@ -216,7 +245,7 @@ def first_round_steps(plan) -> int:
 
 
 def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dq, du, T: int,
-               thr: np.ndarray, nthreads: int) -> dict:
+               thr: np.ndarray, nthreads: int, group: int) -> dict:
     """Samples ``idx`` simulated for at most ``T`` steps; their records keyed as :func:`_merge` reads them.
 
     ``readout`` (m, T, classes), ``(pos|neg|sops, p)`` (m, T), ``in_pos``/``in_sops`` (m, T),
@@ -249,8 +278,8 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     silent = np.zeros(m, dtype=np.int64)
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
     with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
-        run_batch(max(1, min(m, nthreads)), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias, pk.ji, pk.jf,
-                  pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
+        run_batch(max(1, min(m, nthreads)), int(group), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias,
+                  pk.ji, pk.jf, pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
                   bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
                   max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,

@@ -1,4 +1,5 @@
-"""The compiled step loop of one sample, and the parallel batch driver.
+"""The compiled step of one sample (input, each population, readout), and the parallel batch driver that
+runs a group of samples per thread, population by population (see :func:`run_batch`).
 
 Per step t, populations in order: read the input accumulator of ring slot t % R,
 update the neurons (all of them while biases/inputs are on and at the first
@@ -225,19 +226,12 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
 
 
 @njit(cache=True)
-def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-               fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den,
-               v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig,
-               sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
-               values, qa_out, silent_out, dq, du, sq, su, dsteps, dbase, dunit, drem, dmod):
-    """Simulate sample n from a fresh state and write its records (sample n of every record array).
-
-    Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
-    ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
-    the raster) holding (N, size) (or (N, T, size)) in C order.
-    """
+def init_sample(n, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
+                v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, out,
+                dq, du, sq, su, dsteps, dbase, dunit, drem, dmod):
+    """Fresh state for sample n in one state slot (``v`` … ``dmod``); an analog input's current (the same in
+    every "on" step) delivered once into ``inp``."""
     P = pi.shape[0] - 1
-    N = x.shape[0]
     for p in range(P):
         off = pi[p, PI_OFF]
         for i in range(off, off + pi[p, PI_SIZE]):
@@ -263,10 +257,9 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
             else:
                 NR.drive_init(sq[off:off + sz], su[off:off + sz], dsteps, dbase[off:off + sz], dunit[off:off + sz],
                               drem[off:off + sz], dmod[off:off + sz])
-    n_in = x.shape[1]
     if not use_rate:  # analog input: its current is the same every "on" step, computed once
         ne = 0
-        for j in range(n_in):
+        for j in range(x.shape[1]):
             if x[n, j] != 0:
                 ev_in_idx[ne] = j
                 ev_in_sig[ne] = x[n, j]
@@ -274,82 +267,102 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
         for e in range(out_ptr[P], out_ptr[P + 1]):
             scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, inp, pi, mark[0], lst[0],
                     lst_n, full, 0, False, thr[0], sig, scratch)
-    silent = 0
-    qa = -1
-    t_end = max_steps
+
+
+@njit(cache=True)
+def step_input(n, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan_in, bitserial, R, thr,
+               acc, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, rec_in_pos, rec_in_sops):
+    """Step t (< wake) of sample n's rate input: its spikes scattered into the ring slot t % R; records."""
+    P = pi.shape[0] - 1
+    r = t % R
+    ne = 0
+    so = 0
+    cnt_in = 0
+    for j in range(rate.shape[2]):
+        c = rate[n, t, j]
+        if c != 0:  # a rate spike (1) or several address events in this bin: each worth 1
+            ev_in_idx[ne] = j
+            ev_in_sig[ne] = c
+            so += fan_in[j] * c
+            cnt_in += c
+            ne += 1
+    rec_in_pos[n, t] = cnt_in
+    rec_in_sops[n, t] = so
+    if ne > 0:
+        for e in range(out_ptr[P], out_ptr[P + 1]):
+            scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
+                    lst[r], lst_n, full, r, (not bitserial) and ji[out_list[e], J_KIND] == K_MAX,
+                    thr[t % thr.shape[0]], sig, scratch)
+
+
+@njit(cache=True)
+def step_pop(n, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan, ext, wake,
+             max_steps, bitserial, bits, R, thr, shift_den, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full,
+             carry, ev_idx, ev_sig, sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase,
+             dunit, drem, dmod):
+    """Step t of population p of sample n (its state slot ``v`` … ``dmod``): update, record and scatter its
+    events along every outgoing projection; returns whether it spiked."""
+    N = rec_pos.shape[1]
+    r = t % R
+    ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
+                     full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
+                     dsteps)
+    if ne == 0:
+        return False
+    off = pi[p, PI_OFF]
+    sz = pi[p, PI_SIZE]
+    pos = 0
+    so = 0
+    for e in range(ne):
+        j = ev_idx[off + e]
+        sg = 1
+        if ev_sig[off + e] > 0:
+            pos += 1
+        else:
+            sg = -1
+        so += fan[off + j]
+        if do_raster:
+            raster[N * max_steps * off + (n * max_steps + t) * sz + ext[off + j] - off] = sg
+    rec_pos[p, n, t] = pos
+    rec_neg[p, n, t] = ne - pos
+    rec_sops[p, n, t] = so
+    for e2 in range(out_ptr[p], out_ptr[p + 1]):
+        m = out_list[e2]
+        d = ji[m, J_DELAY]
+        rr = (t + d) % R
+        scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
+                mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and (t + d > wake or ji[m, J_KIND] == K_MAX),
+                thr[t % thr.shape[0]], sig, scratch)
+    return True
+
+
+@njit(cache=True)
+def step_readout(n, t, pi, bias, ext, wake, bitserial, R, acc, inp, out, rec_out):
+    """Step t of sample n's readout: accumulate its input (and, while on, bias and analog input); record."""
+    P = pi.shape[0] - 1
+    r = t % R
+    on = (t == 0) if bitserial else (t < wake)
     ro = pi[P, PI_OFF]
-    osz = pi[P, PI_SIZE]
     ra0 = pi[P, PI_ACCOFF]
-    for t in range(max_steps):
-        r = t % R
-        any_sp = False
-        if use_rate and t < wake:
-            ne = 0
-            so = 0
-            cnt_in = 0
-            for j in range(n_in):
-                c = rate[n, t, j]
-                if c != 0:  # a rate spike (1) or several address events in this bin: each worth 1
-                    ev_in_idx[ne] = j
-                    ev_in_sig[ne] = c
-                    so += fan_in[j] * c
-                    cnt_in += c
-                    ne += 1
-            rec_in_pos[n, t] = cnt_in
-            rec_in_sops[n, t] = so
-            if ne > 0:
-                for e in range(out_ptr[P], out_ptr[P + 1]):
-                    scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
-                            lst[r], lst_n, full, r, (not bitserial) and ji[out_list[e], J_KIND] == K_MAX,
-                            thr[t % thr.shape[0]], sig, scratch)
-        for p in range(P):
-            ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
-                             full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
-                             dsteps)
-            if ne == 0:
-                continue
-            any_sp = True
-            off = pi[p, PI_OFF]
-            sz = pi[p, PI_SIZE]
-            pos = 0
-            so = 0
-            for e in range(ne):
-                j = ev_idx[off + e]
-                sg = 1
-                if ev_sig[off + e] > 0:
-                    pos += 1
-                else:
-                    sg = -1
-                so += fan[off + j]
-                if do_raster:
-                    raster[N * max_steps * off + (n * max_steps + t) * sz + ext[off + j] - off] = sg
-            rec_pos[p, n, t] = pos
-            rec_neg[p, n, t] = ne - pos
-            rec_sops[p, n, t] = so
-            for e2 in range(out_ptr[p], out_ptr[p + 1]):
-                m = out_list[e2]
-                d = ji[m, J_DELAY]
-                rr = (t + d) % R
-                scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
-                        mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and (t + d > wake or ji[m, J_KIND] == K_MAX),
-                        thr[t % thr.shape[0]], sig, scratch)
-        on = (t == 0) if bitserial else (t < wake)
-        for i in range(osz):
-            cur = acc[r, ra0 + i]
-            acc[r, ra0 + i] = 0
-            if on:
-                cur = cur + inp[ra0 + i]
-                out[i] = (out[i] + cur) + bias[ro + i]
-            else:
-                out[i] = out[i] + cur
-            rec_out[n, t, ext[ro + i]] = out[i]
-        silent = 0 if any_sp else silent + 1
-        if t >= wake and silent > D:
-            qa = t
-            t_end = t + 1
-            break
-    for t in range(t_end, max_steps):
-        for i in range(osz):
+    for i in range(pi[P, PI_SIZE]):
+        cur = acc[r, ra0 + i]
+        acc[r, ra0 + i] = 0
+        if on:
+            cur = cur + inp[ra0 + i]
+            out[i] = (out[i] + cur) + bias[ro + i]
+        else:
+            out[i] = out[i] + cur
+        rec_out[n, t, ext[ro + i]] = out[i]
+
+
+@njit(cache=True)
+def finish_sample(n, t_end, pi, ext, cnt, val, out, rec_out, counts, values):
+    """Sample n's records after its last step ``t_end − 1``: the readout held to the end, counts and values."""
+    P = pi.shape[0] - 1
+    N = rec_out.shape[0]
+    ro = pi[P, PI_OFF]
+    for t in range(t_end, rec_out.shape[1]):
+        for i in range(pi[P, PI_SIZE]):
             rec_out[n, t, ext[ro + i]] = out[i]
     for p in range(P):
         off = pi[p, PI_OFF]
@@ -358,48 +371,96 @@ def run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, id
         for i in range(off, off + sz):
             counts[b + ext[i]] = cnt[i]
             values[b + ext[i]] = val[i]
-    qa_out[n] = qa
-    silent_out[n] = silent
 
 
 @njit(cache=True, parallel=True)
-def run_batch(nchunks, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-              fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
-              blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster,
-              counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
-    """Samples split into ``nchunks`` contiguous chunks run in parallel; one state per chunk (thread)."""
+def run_batch(nchunks, group, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list,
+              fan, fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
+              blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
+              do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
+    """Samples split into ``nchunks`` contiguous chunks run in parallel, one per thread; a thread runs
+    ``group`` samples of its chunk step by step in turn (one state slot each), so a layer's weights, read
+    by one sample's step, are still in cache for the next sample's (the weights of a large network do not
+    stay in cache from one step to the next). Each sample's arithmetic is the same whatever the group.
+
+    Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
+    ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
+    the raster) holding (N, size) (or (N, T, size)) in C order. A sample stops when it is quiet (t ≥ wake
+    and no spike in the last D+1 steps): ``qa_out`` its last step (−1: never), ``silent_out`` its quiet steps.
+    """
     N = x.shape[0]
     P = pi.shape[0] - 1
     nall = theta.shape[0]
+    G = max(1, group)
     for c in prange(nchunks):
         lo = c * N // nchunks
         hi = (c + 1) * N // nchunks
-        v = np.empty_like(theta)
-        cnt = np.zeros(nall, dtype=np.int64)
-        val = np.zeros(nall, dtype=np.float64)
-        acc = np.zeros((R, acc_tot), dtype=theta.dtype)
-        inp = np.zeros(acc_tot, dtype=theta.dtype)
-        cvals = np.zeros(c_tot, dtype=theta.dtype)
-        mark = np.zeros((R, blk_tot + 1), dtype=np.uint8)
-        lst = np.zeros((R, blk_tot + 1), dtype=np.int64)
-        lst_n = np.zeros((R, P + 1), dtype=np.int64)
-        full = np.zeros((R, P + 1), dtype=np.uint8)
-        carry = np.zeros(blk_tot + 1, dtype=np.int64)
+        v = np.empty((G, nall), dtype=theta.dtype)
+        cnt = np.zeros((G, nall), dtype=np.int64)
+        val = np.zeros((G, nall), dtype=np.float64)
+        acc = np.zeros((G, R, acc_tot), dtype=theta.dtype)
+        inp = np.zeros((G, acc_tot), dtype=theta.dtype)
+        cvals = np.zeros((G, c_tot), dtype=theta.dtype)
+        mark = np.zeros((G, R, blk_tot + 1), dtype=np.uint8)
+        lst = np.zeros((G, R, blk_tot + 1), dtype=np.int64)
+        lst_n = np.zeros((G, R, P + 1), dtype=np.int64)
+        full = np.zeros((G, R, P + 1), dtype=np.uint8)
+        out = np.zeros((G, pi[P, PI_SIZE]), dtype=theta.dtype)
+        dbase = np.zeros((G, nall), dtype=theta.dtype)
+        dunit = np.zeros((G, nall), dtype=theta.dtype)
+        drem = np.zeros((G, nall), dtype=np.int64)
+        dmod = np.zeros((G, nall), dtype=np.int64)
+        silent = np.zeros(G, dtype=np.int64)
+        t_end = np.zeros(G, dtype=np.int64)
+        spiked = np.zeros(G, dtype=np.bool_)
+        carry = np.zeros(blk_tot + 1, dtype=np.int64)  # scratch, shared by the slots: a step runs to its end
         ev_idx = np.zeros(nall, dtype=np.int64)
         ev_sig = np.zeros(nall, dtype=theta.dtype)
         ev_in_idx = np.zeros(x.shape[1] + 1, dtype=np.int64)
         ev_in_sig = np.zeros(x.shape[1] + 1, dtype=theta.dtype)
         sig = np.zeros(sig_size, dtype=theta.dtype)
         scratch = np.empty(scratch_size, dtype=theta.dtype)
-        out = np.zeros(pi[P, PI_SIZE], dtype=theta.dtype)
-        dbase = np.zeros(nall, dtype=theta.dtype)
-        dunit = np.zeros(nall, dtype=theta.dtype)
-        drem = np.zeros(nall, dtype=np.int64)
-        dmod = np.zeros(nall, dtype=np.int64)
-        for n in range(lo, hi):
-            run_sample(n, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-                       fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den,
-                       v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry, ev_idx, ev_sig, ev_in_idx,
-                       ev_in_sig, sig, scratch, out, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
-                       do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps, dbase, dunit, drem,
-                       dmod)
+        for n0 in range(lo, hi, G):
+            k = min(G, hi - n0)
+            for g in range(k):
+                init_sample(n0 + g, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
+                            v[g], cnt[g], val[g], acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g],
+                            ev_in_idx, ev_in_sig, sig, scratch, out[g], dq, du, sq, su, dsteps, dbase[g], dunit[g],
+                            drem[g], dmod[g])
+                silent[g] = 0
+                t_end[g] = max_steps
+                qa_out[n0 + g] = -1
+            left = k
+            for t in range(max_steps):
+                if left == 0:
+                    break
+                # population by population, each sample of the group in turn: a layer's weights, read by one
+                # sample's scatter, are still in cache for the next sample's
+                for g in range(k):
+                    spiked[g] = False
+                    if use_rate and t < wake and t < t_end[g]:
+                        step_input(n0 + g, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan_in,
+                                   bitserial, R, thr, acc[g], mark[g], lst[g], lst_n[g], full[g], ev_in_idx,
+                                   ev_in_sig, sig, scratch, rec_in_pos, rec_in_sops)
+                for p in range(P):
+                    for g in range(k):
+                        if t < t_end[g] and step_pop(
+                                n0 + g, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
+                                ext, wake, max_steps, bitserial, bits, R, thr, shift_den, v[g], cnt[g], val[g],
+                                acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g], carry, ev_idx, ev_sig,
+                                sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase[g],
+                                dunit[g], drem[g], dmod[g]):
+                            spiked[g] = True
+                for g in range(k):
+                    if t >= t_end[g]:
+                        continue
+                    n = n0 + g
+                    step_readout(n, t, pi, bias, ext, wake, bitserial, R, acc[g], inp[g], out[g], rec_out)
+                    silent[g] = 0 if spiked[g] else silent[g] + 1
+                    if t >= wake and silent[g] > D:
+                        qa_out[n] = t
+                        t_end[g] = t + 1
+                        left -= 1
+            for g in range(k):
+                finish_sample(n0 + g, t_end[g], pi, ext, cnt[g], val[g], out[g], rec_out, counts, values)
+                silent_out[n0 + g] = silent[g]
