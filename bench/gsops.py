@@ -12,6 +12,8 @@ the speed-up of 2 engine threads over 1 (issue #14's targets: ≥ 60 % of the pe
   the run's dtype, on every distinct conv geometry of the network at the run's mean activity of that
   layer's input, one thread; the best of those rates is the peak (the rate the kernel reaches when
   nothing else runs: no neuron updates, no bookkeeping, the layer's weights hot in cache).
+- samples in turn: the same call with ``group=1`` (one sample at a time per thread) against the default
+  group (:func:`evsnn.engine.run.sample_group`).
 - threads: the same call with ``threads=2`` (samples split between the threads), best of
   ``--reps``; the machine's core count and load average are printed (a loaded 2-core machine cannot
   show the scaling).
@@ -35,7 +37,7 @@ from bench_kernels import _best, conv_case  # noqa: E402
 from peers import CASES, build_case  # noqa: E402
 
 from evsnn import engine  # noqa: E402
-from evsnn.engine.run import default_dtype  # noqa: E402
+from evsnn.engine.run import default_dtype, sample_group  # noqa: E402
 from evsnn.ir import snn as S  # noqa: E402
 
 
@@ -76,6 +78,7 @@ def main(argv=None) -> None:
     engine.simulate(prep, x[:2], threads=1, **kw)  # compile / cache load
     t1, res = best_call(lambda: engine.simulate(prep, x, threads=1, **kw), a.reps)
     t2, res2 = best_call(lambda: engine.simulate(prep, x, threads=2, **kw), a.reps)
+    tg, _ = best_call(lambda: engine.simulate(prep, x, threads=1, group=1, **kw), a.reps)
     for p in res.counts:
         np.testing.assert_array_equal(res.counts[p], res2.counts[p])
     sops = sum(int(v.sum()) for v in res.sops.values())
@@ -83,6 +86,8 @@ def main(argv=None) -> None:
     print(f"# {a.case}: {len(x)} samples, dtype {np.dtype(dtype).name}, {res.steps} steps at most; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     print(f"engine, 1 thread: {t1:.3f} s, {sops:.3e} SOPs, {rate / 1e9:.2f} GSOP/s effective")
+    print(f"  samples in turn per thread: {sample_group(prep)}; one at a time took {tg:.3f} s "
+          f"({tg / t1:.2f}× the default)")
     rng = np.random.default_rng(0)
     peak, seen = 0.0, set()
     for src, (c, h, w), (co, _, _) in conv_layers(net):
@@ -98,7 +103,7 @@ def main(argv=None) -> None:
     print(f"kernel peak {peak / 1e9:.2f} GSOP/s; effective / peak = {rate / peak:.2f} (target ≥ 0.60)")
     print(f"engine, 2 threads: {t2:.3f} s; speed-up {t1 / t2:.2f} (target ≥ 1.8)")
     print(f"SUMMARY gsops={rate / 1e9:.3g} peak_gsops={peak / 1e9:.3g} ratio={rate / peak:.3g} "
-          f"speedup_2t={t1 / t2:.3g} load_avg={os.getloadavg()[0]:.2f} cores={os.cpu_count()}")
+          f"speedup_2t={t1 / t2:.3g} group_gain={tg / t1:.3g} load_avg={os.getloadavg()[0]:.2f} cores={os.cpu_count()}")
 
 
 if __name__ == "__main__":

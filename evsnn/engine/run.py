@@ -218,14 +218,15 @@ GROUP_STATE_BYTES = 256 << 20  # and at most this much of their state per thread
 
 
 def sample_group(prep: Prepared) -> int:
-    """How many samples each engine thread runs in turn, population by population (:func:`evsnn.engine.step.run_batch`).
+    """Samples each engine thread runs in turn, population by population (:func:`evsnn.engine.step.run_batch`).
 
     One sample's step reads every layer's weights; on a network whose weights do not stay in cache from one
     step to the next (VGG-16: 120 MB in float64) the next sample's step of the same layer then finds them in
     cache. That pays while the weights outweigh the samples' own state (membranes, currents, drive), which
     the group also keeps hot: measured on VGG-16 casc 1.16× (4 samples), if T = 32 1.23×; on ResNet-18 and
-    a 6-conv VGG, whose state is about as large as their weights, no gain (bench/gsops.py, 1 thread).
-    So: weights ÷ state, between 1 and :data:`GROUP_MAX`, within :data:`GROUP_STATE_BYTES`.
+    a 6-conv VGG, whose state is about as large as their weights, no gain (1 thread; bench/gsops.py prints
+    the default group's speed-up over 1). So: weights ÷ state, between 1 and :data:`GROUP_MAX`, within
+    :data:`GROUP_STATE_BYTES` (memory beyond ``--memory-budget``, which bounds the records only).
     """
     pk, isz = prep.packed, prep.dtype.itemsize
     nall, R = len(pk.theta), pk.max_delay + 1
@@ -279,8 +280,8 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
     with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
         run_batch(max(1, min(m, nthreads)), int(group), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias,
-                  pk.ji, pk.jf, pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext, plan.wake, T,
-                  bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
+                  pk.ji, pk.jf, pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext,
+                  plan.wake, T, bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
                   max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
