@@ -379,9 +379,10 @@ def run_batch(nchunks, group, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wb
               blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
               do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
     """Samples split into ``nchunks`` contiguous chunks run in parallel, one per thread; a thread runs
-    ``group`` samples of its chunk step by step in turn (one state slot each), so a layer's weights, read
-    by one sample's step, are still in cache for the next sample's (the weights of a large network do not
-    stay in cache from one step to the next). Each sample's arithmetic is the same whatever the group.
+    ``group`` samples of its chunk at a time in lock-step (one state slot each): in each step, population
+    by population, every sample of the group in turn, so a layer's weights, read by one sample's scatter,
+    are still in cache for the next sample's (the weights of a large network do not stay in cache from
+    one step to the next). Each sample's arithmetic is the same whatever the group.
 
     Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
     ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
