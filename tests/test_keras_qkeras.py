@@ -125,13 +125,14 @@ def frac_bits(a) -> int:
     return next(r for r in range(61) if np.all(a * 2.0 ** r == np.floor(a * 2.0 ** r)))
 
 
-def edited(tmp_path: Path, edit) -> Path:
-    with zipfile.ZipFile(FIXTURES / "qkeras_digits.keras") as z:
+def edited(tmp_path: Path, edit, fixture: str = "qkeras_digits.keras") -> Path:
+    """``fixture`` (a .keras file of tests/fixtures) with ``edit({layer name: config})`` applied to its config."""
+    with zipfile.ZipFile(FIXTURES / fixture) as z:
         files = {n: z.read(n) for n in z.namelist()}
     cfg = json.loads(files["config.json"])
     edit({e["config"]["name"]: e["config"] for e in cfg["config"]["layers"]})
     files["config.json"] = json.dumps(cfg).encode()
-    out = tmp_path / "edited.keras"
+    out = tmp_path / f"edited_{fixture}"
     with zipfile.ZipFile(out, "w") as z:
         for n, data in files.items():
             z.writestr(n, data)
@@ -312,26 +313,12 @@ def test_qdepthwise_snn_counts_equal_keras_levels(preset):
     np.testing.assert_array_equal(res.predictions, logits.argmax(1))
 
 
-def edited_dw(tmp_path: Path, edit) -> Path:
-    """qkeras_dw.keras with ``edit({layer name: config})`` applied to its config."""
-    with zipfile.ZipFile(FIXTURES / "qkeras_dw.keras") as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    cfg = json.loads(files["config.json"])
-    edit({e["config"]["name"]: e["config"] for e in cfg["config"]["layers"]})
-    files["config.json"] = json.dumps(cfg).encode()
-    out = tmp_path / "dw.keras"
-    with zipfile.ZipFile(out, "w") as z:
-        for n, data in files.items():
-            z.writestr(n, data)
-    return out
-
-
 def test_qdepthwise_fused_quantized_activation_equals_keras(tmp_path):
     """QDepthwiseConv2D(activation=quantized_relu) → ``dw_preact`` grouped Conv + QuantAct ``dw``, same levels."""
     def fuse(c):
         c["dw"]["activation"] = {"class_name": "quantized_relu", "config": {"bits": 3, "integer": 1}}
         c["act2"]["activation"] = "linear"
-    graph = kfront.load(edited_dw(tmp_path, fuse))
+    graph = kfront.load(edited(tmp_path, fuse, "qkeras_dw.keras"))
     assert graph.node("dw").kind == "quant" and graph.node("dw").inputs == ("dw_preact",)
     assert graph.node("dw_preact").groups == 8
     x, _ = load_digits("test")
@@ -340,7 +327,8 @@ def test_qdepthwise_fused_quantized_activation_equals_keras(tmp_path):
 
 
 def test_qdepthwise_unsupported_quantizer_names_layer(tmp_path):
-    out = edited_dw(tmp_path, lambda c: c["dw"]["depthwise_quantizer"].update(class_name="ternary"))
+    out = edited(tmp_path, lambda c: c["dw"]["depthwise_quantizer"].update(class_name="ternary"),
+                 "qkeras_dw.keras")
     with pytest.raises(ConversionError, match=r"^layer 'dw' \(QDepthwiseConv2D\): depthwise_quantizer quantizer "
                                               r"'ternary' is not supported"):
         kfront.load(out)
