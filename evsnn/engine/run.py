@@ -275,8 +275,8 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     raster = np.zeros(m * T * pk.ntot if do_raster else 1, dtype=np.int8)
     counts = np.empty(m * pk.ntot, dtype=np.int64)
     values = np.empty(m * pk.ntot, dtype=np.float64)
-    qa = np.full(m, -1, dtype=np.int64)
-    silent = np.zeros(m, dtype=np.int64)
+    qa = np.empty(m, dtype=np.int64)  # run_batch writes both for every sample
+    silent = np.empty(m, dtype=np.int64)
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
     with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
         run_batch(max(1, min(m, nthreads)), int(group), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias,
