@@ -108,7 +108,8 @@ def _check(net, x, kw, data):
     threads = data.draw(st.sampled_from([1, 2]), label="threads")
     path = data.draw(st.sampled_from(["auto", "event", "dense"]), label="path")
     group = data.draw(st.sampled_from([None, 1, 2, 3]), label="group")  # small nets: None is 1
-    got = engine.simulate(net, x, dtype=dtype, threads=threads, path=path, group=group, **kw)
+    window = data.draw(st.sampled_from([None, 0, 1, 2, 5]), label="window")  # 0: step-major
+    got = engine.simulate(net, x, dtype=dtype, threads=threads, path=path, group=group, window=window, **kw)
     assert_same(ref, got)
 
 
@@ -195,6 +196,68 @@ def test_results_do_not_depend_on_thread_count_path_or_group():
     assert_same(ref_simulate(net, x, sleep="auto", record=("counts", "raster")), runs[0])
 
 
+def _real_net(preset):
+    """A conv → max-pool → conv with a residual add → dense net with He-normal float32 weights (not dyadic:
+    the order of additions shows in the last bits of membranes and readout)."""
+    rng = np.random.default_rng(7)
+
+    def he(*shape):
+        return (rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32).astype(float)
+
+    g = A.AnnGraph([
+        A.Input("x", (), (2, 8, 8)),
+        A.Conv("c1", ("x",), he(6, 2, 3, 3), he(6, 1)[:, 0] * 0.1, (1, 1), (1, 1, 1, 1), 1),
+        A.QuantAct("a1", ("c1",), 7, 0.7, 0.0),
+        A.MaxPool("m1", ("a1",), (2, 2), (2, 2)),
+        A.Conv("c2", ("m1",), he(6, 6, 3, 3), he(6, 1)[:, 0] * 0.1, (1, 1), (1, 1, 1, 1), 1),
+        A.QuantAct("a2", ("c2",), 7, 1.3, 0.0),
+        A.Conv("c3", ("m1",), he(6, 6, 1, 1), he(6, 1)[:, 0] * 0.1, (1, 1), (0, 0, 0, 0), 1),
+        A.QuantAct("a2b", ("c3",), 7, 0.9, 0.0),
+        A.Add("r", ("a2", "m1", "a2b")),  # three sources into one accumulator: their order shows
+        A.QuantAct("a3", ("r",), 7, 1.9, 0.0),
+        A.Flatten("f", ("a3",)),
+        A.Dense("d1", ("f",), he(10, 96), he(10, 1)[:, 0] * 0.1),
+        A.QuantAct("a4", ("d1",), 7, 1.0, 0.0),
+        A.Dense("out", ("a4",), he(3, 10), he(3, 1)[:, 0]),
+    ], "out", "real")
+    x = np.abs(rng.standard_normal((7, 2, 8, 8)))
+    return convert(g, preset, input_mode="rate" if preset == "if" else "analog"), x
+
+
+@pytest.mark.parametrize("preset,kw", [("casc", dict(sleep="auto")), ("if", dict(wake=12, sleep="auto")),
+                                       ("bitserial", {})])
+def test_layer_major_equals_step_major_bit_for_bit_on_real_weights(preset, kw):
+    """Layer-major windows (evsnn.engine.layers) replay step-major's order of additions exactly: on
+    non-dyadic weights every record, membrane-sensitive readout included, is bit-identical whatever the
+    window, the group and the path (each path on its own)."""
+    net, x = _real_net(preset)
+    prep = engine.prepare(net)
+    assert prep.packed.layered
+    for path in ("event", "auto", "dense"):
+        step = engine.simulate(prep, x, path=path, window=0, group=1, record=("counts", "raster"), **kw)
+        if preset != "bitserial":
+            assert step.sleep_steps.min() < step.sleep_steps.max()  # samples go quiet at different steps
+        for window, group in ((1, 1), (3, 1), (5, 2), (None, None), (None, 3)):
+            got = engine.simulate(prep, x, path=path, window=window, group=group, threads=2,
+                                  record=("counts", "raster"), **kw)
+            assert_same(step, got)
+
+
+def test_only_feed_forward_networks_without_delays_are_layered():
+    net, x = _small_net()
+    assert engine.prepare(net).packed.layered
+    rng = np.random.default_rng(3)
+    delayed = _with_delays(net, rng, recurrent=False)
+    assert any(pr.delay for pr in delayed.projections)
+    assert not engine.prepare(delayed).packed.layered
+    a, b = net.populations[0], net.populations[1]
+    m = sp.csr_matrix(np.ones((b.size, a.size)) / 64)  # one row per pre neuron (b), to an earlier population
+    back = dataclasses.replace(net, projections=list(net.projections) + [S.DenseProjection(
+        b.name, a.name, b.shape, a.shape, delay=1, indptr=m.indptr.astype(np.int64),
+        indices=m.indices.astype(np.int64), data=m.data)])
+    assert not engine.prepare(back).packed.layered
+
+
 def test_fixed_sleep_after_quiet_is_padded_like_the_reference():
     net, x = _small_net()
     ref = ref_simulate(net, x, sleep=60)
@@ -211,6 +274,8 @@ def test_options_are_checked():
         engine.simulate(net, x, dtype=np.int32)
     with pytest.raises(ConversionError, match="group"):
         engine.simulate(net, x, group=0)
+    with pytest.raises(ConversionError, match="window"):
+        engine.simulate(net, x, window=-1)
     with pytest.raises(ConversionError):
         engine.simulate(net, x, wake=3)  # casc needs wake = L
     with pytest.raises(ValueError):
@@ -231,9 +296,9 @@ def test_second_process_loads_compiled_kernels_from_cache():
         "import numpy as np, sys; sys.path.insert(0, %r)\n"
         "from test_engine import _small_net\n"
         "from evsnn import engine\n"
-        "from evsnn.engine import step\n"
+        "from evsnn.engine import batch\n"
         "net, x = _small_net(); engine.simulate(net, x, sleep='auto')\n"
-        "print(sum(step.run_batch.stats.cache_misses.values()), sum(step.run_batch.stats.cache_hits.values()))\n"
+        "print(sum(batch.run_batch.stats.cache_misses.values()), sum(batch.run_batch.stats.cache_hits.values()))\n"
     ) % os.path.dirname(__file__)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     misses, hits = map(int, out.stdout.split()[-2:])
@@ -339,7 +404,7 @@ def test_stale_numba_cache_is_removed_when_engine_sources_change(tmp_path):
     folder = tmp_path / "engine"
     (folder / "__pycache__").mkdir(parents=True)
     (folder / "kernels.py").write_text("x = 1\n")
-    stale = folder / "__pycache__" / "step.run_batch-1.py311.nbi"
+    stale = folder / "__pycache__" / "batch.run_batch-1.py311.nbi"
     stale.write_bytes(b"old")
     assert _cache.invalidate_stale_cache(str(folder))  # no stamp yet: caches of unknown origin go
     assert not stale.exists()
@@ -349,3 +414,63 @@ def test_stale_numba_cache_is_removed_when_engine_sources_change(tmp_path):
     (folder / "kernels.py").write_text("x = 2\n")
     assert _cache.invalidate_stale_cache(str(folder))  # a kernel changed: cache dropped
     assert not stale.exists()
+
+
+def test_batched_dense_steps_equal_one_step_at_a_time():
+    """layers.plan_dense runs a window's dense steps of a projection in one gemm (as many steps as its
+    buffer holds, then the next batch); each step's output equals kernels.conv_dense on that step alone."""
+    from evsnn.engine import kernels as KN
+    from evsnn.engine import layers
+    from evsnn.engine.pack import (
+        CV_CIG, CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_WDOFF,
+        CV_WO, J_PRE, PI_ACCOFF, PI_ACCSZ, PI_OFF, PI_SIZE,
+    )
+    net, _ = _real_net("casc")
+    pk = engine.prepare(net).packed
+    q = pk.names.index("a2")
+    m = layers.batched_projection(q, pk.ji)
+    j = pk.ji[m]
+    assert m >= 0 and pk.ji[m, J_PRE] == pk.names.index("m1")
+    P, W, nall = len(pk.names), 5, len(pk.theta)
+    p, off, sz = j[J_PRE], pk.pi[j[J_PRE], PI_OFF], pk.pi[j[J_PRE], PI_SIZE]
+    rng = np.random.default_rng(0)
+    log_idx = np.zeros((W, nall), dtype=np.int64)
+    log_sig = np.zeros((W, nall))
+    lnum = np.zeros((W, P + 1), dtype=np.int64)
+    for k in range(W):
+        if k == 2:
+            continue  # a step without events is not a dense step
+        ev = np.sort(rng.choice(sz, size=int(rng.integers(1, sz)), replace=False))
+        log_idx[k, off:off + len(ev)], log_sig[k, off:off + len(ev)] = ev, rng.choice([-1.0, 1.0], len(ev))
+        lnum[k, p] = len(ev)
+    thr = np.full((1, len(pk.ji), 2), -1.0)  # every step dense
+    geom = [int(j[c]) for c in (CV_KH, CV_KW, CV_CIG, CV_COUT, CV_GROUPS, CV_H, CV_W, CV_CIN, CV_HO, CV_WO, CV_SH,
+                                CV_SW, CV_PT, CV_PL)]
+    one = j[CV_HO] * j[CV_WO] * (j[CV_KH] * j[CV_KW] * j[CV_CIN] + j[CV_COUT])  # one step's rows and output
+    bbuf = np.zeros(2 * one)  # room for two steps a batch
+    pre, sel = np.full(W, -1, dtype=np.int64), np.zeros(W, dtype=np.int64)
+    sig = np.zeros(nall + 1)
+    nin = np.zeros((W, 1), dtype=np.int64)
+    args = (4, False, False, pk.pi, pk.ji, pk.wbuf, thr, nin, nin.astype(float), np.zeros(W, dtype=np.int64),
+            log_idx, log_sig, lnum, sig, bbuf, pre, sel)
+    nacc = pk.pi[q, PI_ACCSZ]
+    t, batches = 0, []
+    while t < W:
+        pre[:] = -1
+        nxt = layers.plan_dense(m, q, t, 0, W, *args)
+        assert nxt > t
+        for k in range(t, nxt):
+            want = np.zeros(nacc)
+            KN.conv_dense(log_idx[k, off:off + sz], log_sig[k, off:off + sz], lnum[k, p], pk.wbuf[j[CV_WDOFF]:],
+                          *geom, sig, want, np.zeros(one))
+            if lnum[k, p] == 0:
+                assert pre[k] == -1
+                continue
+            assert pre[k] >= 0
+            acc = np.zeros((1, pk.acc_tot))
+            layers.add_batched(q, m, pk.pi, pk.ji, acc, np.zeros((1, P + 1), dtype=np.uint8), bbuf, pre[k], False)
+            a0 = pk.pi[q, PI_ACCOFF]
+            np.testing.assert_allclose(acc[0, a0:a0 + nacc], want, rtol=1e-12, atol=1e-12)
+        batches.append((t, nxt))
+        t = nxt
+    assert batches == [(0, 3), (3, 5)]  # steps 0, 1 (2: no events, not dense), then 3, 4

@@ -1,8 +1,8 @@
 """Guard against stale Numba caches.
 
 Numba keys a cached function on its own source file's timestamp only: when
-``kernels.py`` changes but ``step.py`` does not, ``run_batch`` (cached under
-``step.py``) would keep running the old inlined kernels. So at import we hash
+``kernels.py`` changes but ``batch.py`` does not, ``run_batch`` (cached under
+``batch.py``) would keep running the old inlined kernels. So at import we hash
 all engine sources and, when the hash differs from the one stored beside the
 cache, delete the engine's cached ``.nbi``/``.nbc`` files before anything is
 compiled or loaded.

@@ -192,10 +192,56 @@ def ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wt, acc, track, mark, lst, n
 @njit(cache=True)
 def csr_dense(ev_idx, ev_sig, n_ev, dense, n_pre, n_post, sig, acc):
     """acc += s @ D with D the (n_pre, n_post) dense copy of the CSR matrix (BLAS gemv)."""
-    sig[:n_pre] = 0
+    events_to_signal(ev_idx, ev_sig, n_ev, n_pre, sig)
+    acc += np.dot(sig[:n_pre], dense.reshape((n_pre, n_post)))
+
+
+@njit(cache=True)
+def events_to_signal(ev_idx, ev_sig, n_ev, npre, sig):
+    """sig[:npre] = the step's input as a dense vector (0 where no event)."""
+    sig[:npre] = 0
     for e in range(n_ev):
         sig[ev_idx[e]] = ev_sig[e]
-    acc += np.dot(sig[:n_pre], dense.reshape((n_pre, n_post)))
+
+
+@njit(cache=True)
+def im2col(sig, cols, g, kh, kw, cig, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl):
+    """cols (Ho·Wo, kh·kw·cig) = group g's receptive field of every output position in ``sig``
+    (channels-last input; pads as zeros, every entry written). For groups = 1 the kw·Cin entries of one
+    kernel row are one contiguous run of ``sig`` (one copy instead of kw)."""
+    run = kw * cig
+    for oy in range(Ho):
+        for ox in range(Wo):
+            row = cols[oy * Wo + ox]
+            x0 = ox * sw - pl
+            inside_x = x0 >= 0 and x0 + kw <= W
+            for ky in range(kh):
+                y = oy * sh - pt + ky
+                dr = row[ky * run:ky * run + run]
+                if y < 0 or y >= H:
+                    dr[:] = 0
+                elif inside_x and groups == 1:
+                    ib = (y * W + x0) * Cin
+                    dr[:] = sig[ib:ib + run]
+                else:
+                    for kx in range(kw):
+                        x = x0 + kx
+                        dst = dr[kx * cig:kx * cig + cig]
+                        if x < 0 or x >= W:
+                            dst[:] = 0
+                        else:
+                            ib = (y * W + x) * Cin + g * cig
+                            dst[:] = sig[ib:ib + cig]
+
+
+@njit(cache=True)
+def add_conv_out(acc, out, g, M, cout, cog):
+    """acc[p, g·cog:(g+1)·cog] += out[p] for every output position p < M (acc channels-last)."""
+    for p in range(M):
+        a = acc[p * cout + g * cog:p * cout + g * cog + cog]
+        o = out[p]
+        for q in range(cog):
+            a[q] += o[q]
 
 
 @njit(cache=True)
@@ -204,45 +250,15 @@ def conv_dense(ev_idx, ev_sig, n_ev, wd, kh, kw, cig, cout, groups, H, W, Cin, H
     """acc += conv2d(s) through im2col and a BLAS gemm per group (wd: (groups, kh·kw·cig, cog)).
 
     ``scratch`` (engine dtype, ≥ Ho·Wo·(kh·kw·cig + cout/groups)) holds the im2col matrix and the gemm
-    output, so a dense step allocates nothing. Channels-last input: for groups = 1 the kw·Cin entries of
-    one kernel row are one contiguous run of ``sig`` (one copy instead of kw).
+    output, so a dense step allocates nothing.
     """
-    npre = H * W * Cin
-    sig[:npre] = 0
-    for e in range(n_ev):
-        sig[ev_idx[e]] = ev_sig[e]
+    events_to_signal(ev_idx, ev_sig, n_ev, H * W * Cin, sig)
     cog = cout // groups
     K = kh * kw * cig
     M = Ho * Wo
-    cols = scratch[:M * K].reshape((M, K))  # every entry written below (pads as zeros)
+    cols = scratch[:M * K].reshape((M, K))
     out = scratch[M * K:M * K + M * cog].reshape((M, cog))
-    run = kw * cig
     for g in range(groups):
-        for oy in range(Ho):
-            for ox in range(Wo):
-                row = cols[oy * Wo + ox]
-                x0 = ox * sw - pl
-                inside_x = x0 >= 0 and x0 + kw <= W
-                for ky in range(kh):
-                    y = oy * sh - pt + ky
-                    dr = row[ky * run:ky * run + run]
-                    if y < 0 or y >= H:
-                        dr[:] = 0
-                    elif inside_x and groups == 1:
-                        ib = (y * W + x0) * Cin
-                        dr[:] = sig[ib:ib + run]
-                    else:
-                        for kx in range(kw):
-                            x = x0 + kx
-                            dst = dr[kx * cig:kx * cig + cig]
-                            if x < 0 or x >= W:
-                                dst[:] = 0
-                            else:
-                                ib = (y * W + x) * Cin + g * cig
-                                dst[:] = sig[ib:ib + cig]
+        im2col(sig, cols, g, kh, kw, cig, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl)
         np.dot(cols, wd[g * K * cog:(g + 1) * K * cog].reshape((K, cog)), out)
-        for p in range(M):
-            a = acc[p * cout + g * cog:p * cout + g * cog + cog]
-            o = out[p]
-            for q in range(cog):
-                a[q] += o[q]
+        add_conv_out(acc, out, g, M, cout, cog)

@@ -107,6 +107,8 @@ class Packed:
     sq: np.ndarray         # (Ntot,) int64 drive grid Q of static drives (0 elsewhere)
     su: np.ndarray         # (Ntot,) float64 grid unit 2^-F of static drives
     ndyn: int              # neurons whose drive depends on the input (sum of their populations' sizes)
+    layered: bool          # feed-forward without delays: every projection 0-delay, to a later population
+    #                        or the readout (the engine may then run it layer-major, evsnn.engine.layers)
 
 
 def pack(net: S.Network, dtype=np.float32) -> Packed:
@@ -297,7 +299,8 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         wbuf=cat(wparts, dtype), ibuf=cat(iparts, np.int64), idx32=cat(jparts, np.uint32),
         out_ptr=out_ptr, out_list=order.astype(np.int64), fan=fan, fan_in=fan_in, ntot=ntot, acc_tot=acc,
         c_tot=max(coff, 1), blk_tot=boff, max_delay=max((pr.delay for pr in net.projections), default=0),
-        macs_on=macs_on, max_cols=max_cols, sq=sq, su=su, ndyn=ndyn)
+        macs_on=macs_on, max_cols=max_cols, sq=sq, su=su, ndyn=ndyn,
+        layered=all(pr.delay == 0 and index[pr.post] > index[pr.pre] for pr in net.projections))
 
 
 def input_drive_grid(net: S.Network, pk: Packed, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

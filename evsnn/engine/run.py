@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsnn.engine import cost
-from evsnn.engine.pack import PI_OFF, Packed, input_drive_grid, pack
-from evsnn.engine.step import run_batch
+from evsnn.engine.pack import DN_DENSE, J_KIND, J_NPOST, J_NPRE, K_DENSE, PI_OFF, Packed, input_drive_grid, pack
+from evsnn.engine.batch import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
@@ -86,7 +86,7 @@ def path_thresholds(prep: Prepared, path) -> np.ndarray:
 def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int | str | None = None,
              max_sleep: int | None = None, record=("counts",), seed: int = 0, allow_inexact: bool = False,
              threads: int | None = None, dtype=None, path="auto", verify: bool = False,
-             memory_budget: int | None = None, group: int | None = None) -> SimResult:
+             memory_budget: int | None = None, group: int | None = None, window: int | None = None) -> SimResult:
     """Event-driven run of ``net`` on ``x``; same arguments and records as :func:`evsnn.reference.simulate`.
 
     ``net``: a :class:`~evsnn.ir.snn.Network`, or a :class:`Prepared` from :func:`prepare` (packed once,
@@ -116,8 +116,13 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
       agrees to float64 accuracy (not necessarily bit for bit). ``memory_budget``: bytes one round of records
     may take when a sleep-"auto" run grows its record window (default
     :func:`evsnn.validate.limits.memory_budget`); beyond it a FormatError. ``group``: samples each thread
-    runs in turn, population by population (default :func:`sample_group`; speed only: every record is
-    bit-identical whatever the group).
+    runs in turn, population by population (default :func:`sample_group`), and ``window``: on a
+    feed-forward network without delays, steps each population runs before the next (layer-major,
+    :mod:`evsnn.engine.layers`; default :func:`layer_window`; 0: step by step; ignored on other networks).
+    Layer-major runs a window's dense steps of a layer in one gemm (rows: every step's im2col); both are
+    speed only: every record is bit-identical whatever the group and window on the event path, and on
+    the dense steps as long as BLAS sums each output in the same order whatever the number of rows
+    (OpenBLAS does; tested on real weights); otherwise the guarantees of mixing paths above hold.
 
     Decisions (documented here, see design.md): after a sample is quiet (t ≥ T_w and no spike in
     the last D+1 steps, D the largest delay) its state cannot change, so the engine stops it and
@@ -155,6 +160,8 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         group = sample_group(prep)
     elif int(group) < 1:
         raise ConversionError(f"group must be ≥ 1, got {group}")
+    if window is not None and int(window) < 0:
+        raise ConversionError(f"window must be ≥ 0, got {window}")
     # Records are allocated per round, not for wake + max_sleep steps up front: with sleep "auto" the
     # first round records wake + SLEEP_WINDOW steps; samples not quiet by then run again from the
     # start with twice the sleep window (same inputs, same seed: the same trajectory), up to the cap.
@@ -164,7 +171,9 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     todo = np.arange(n)
     rounds = []
     while True:
-        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads, group)
+        win = (0 if not pk.layered else layer_window(prep, group, t_try) if window is None
+               else min(int(window), t_try))
+        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads, group, win)
         quiet = raw["qa"] >= 0
         if t_try >= T or quiet.all():
             rounds.append((todo, raw))
@@ -227,14 +236,44 @@ def sample_group(prep: Prepared) -> int:
     a 6-conv VGG, whose state is about as large as their weights, no gain (1 thread; bench/gsops.py prints
     the default group's speed-up over 1). So: weights ÷ state, between 1 and :data:`GROUP_MAX`, within
     :data:`GROUP_STATE_BYTES` (memory beyond ``--memory-budget``, which bounds the records only).
+
+    A network the engine runs layer-major (:attr:`~evsnn.engine.pack.Packed.layered`) reads each layer's
+    weights once per window of steps already; there a group only adds state and event logs competing for
+    the cache (VGG-16 casc, 8 samples: group 1 with 16-step windows 0.80 s, group 4 0.96 s), so 1.
     """
     pk, isz = prep.packed, prep.dtype.itemsize
+    if pk.layered:
+        return 1
     nall, R = len(pk.theta), pk.max_delay + 1
     state = (nall * (3 * isz + 4 * 8) + (R + 1) * pk.acc_tot * isz + pk.c_tot * isz
              + R * (pk.blk_tot + 1) * 9)
     weights = isz * sum(pr.kernel.size if isinstance(pr, S.ConvProjection) else pr.data.size
                         for pr in prep.net.projections if isinstance(pr, (S.ConvProjection, S.DenseProjection)))
     return int(max(1, min(GROUP_MAX, weights // state, GROUP_STATE_BYTES // state)))
+
+
+LOG_BYTES = 64 << 20  # a layer-major window's event log, per thread, at most
+
+
+def layer_window(prep: Prepared, group: int, steps: int) -> int:
+    """Steps per layer-major window (:mod:`evsnn.engine.layers`): all ``steps`` if the event log of the
+    ``group`` samples (room for every neuron to spike in every step: index and signal) fits in
+    :data:`LOG_BYTES`, else as many as fit, at least 1."""
+    per_step = group * len(prep.packed.theta) * (8 + prep.dtype.itemsize)
+    return int(max(1, min(steps, LOG_BYTES // max(per_step, 1))))
+
+
+DENSE_BATCH_BYTES = 32 << 20  # batched dense steps of one layer-major window, per thread, at most
+
+
+def dense_batch_size(prep: Prepared) -> int:
+    """Engine-dtype elements of a thread's buffer for batched dense steps
+    (:func:`evsnn.engine.layers.plan_dense`): :data:`DENSE_BATCH_BYTES`, and at least one step of the
+    largest batchable projection."""
+    pk = prep.packed
+    one = max([pk.max_cols] + [int(j[J_NPRE] + j[J_NPOST]) for j in pk.ji
+                               if j[J_KIND] == K_DENSE and j[DN_DENSE] >= 0])
+    return int(max(one, DENSE_BATCH_BYTES // prep.dtype.itemsize))
 
 
 SLEEP_WINDOW = 64  # sleep steps recorded in the first round of a sleep-"auto" run (then doubled)
@@ -246,7 +285,7 @@ def first_round_steps(plan) -> int:
 
 
 def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dq, du, T: int,
-               thr: np.ndarray, nthreads: int, group: int) -> dict:
+               thr: np.ndarray, nthreads: int, group: int, window: int) -> dict:
     """Samples ``idx`` simulated for at most ``T`` steps; their records keyed as :func:`_merge` reads them.
 
     ``readout`` (m, T, classes), ``(pos|neg|sops, p)`` (m, T), ``in_pos``/``in_sops`` (m, T),
@@ -279,10 +318,11 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     silent = np.empty(m, dtype=np.int64)
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
     with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
-        run_batch(max(1, min(m, nthreads)), int(group), xin, rate, use_rate, pk.pi, pk.v0, pk.theta, pk.bias,
-                  pk.ji, pk.jf, pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in, prep.ext,
-                  plan.wake, T, bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
+        run_batch(max(1, min(m, nthreads)), int(group), int(window), xin, rate, use_rate, pk.pi, pk.v0, pk.theta,
+                  pk.bias, pk.ji, pk.jf, pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in,
+                  prep.ext, plan.wake, T, bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
                   max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
+                  dense_batch_size(prep) if window > 0 and np.isfinite(thr).any() else 0,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
     raw = {"readout": rec_out, "in_pos": rec_in_pos, "in_sops": rec_in_sops, "qa": qa, "silent": silent}

@@ -1,5 +1,5 @@
-"""The compiled step of one sample (input, each population, readout), and the parallel batch driver that
-runs a group of samples per thread, population by population (see :func:`run_batch`).
+"""The compiled step of one sample: its input, each population, the readout (the batch drivers that call
+them in step-major or layer-major order: :mod:`evsnn.engine.batch`).
 
 Per step t, populations in order: read the input accumulator of ring slot t % R,
 update the neurons (all of them while biases/inputs are on and at the first
@@ -20,8 +20,7 @@ that, so its remaining records are padding (readout held, zeros elsewhere).
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
@@ -270,11 +269,9 @@ def init_sample(n, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_pt
 
 
 @njit(cache=True)
-def step_input(n, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan_in, bitserial, R, thr,
-               acc, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, rec_in_pos, rec_in_sops):
-    """Step t (< wake) of sample n's rate input: its spikes scattered into the ring slot t % R; records."""
-    P = pi.shape[0] - 1
-    r = t % R
+def input_events(n, t, rate, fan_in, ev_in_idx, ev_in_sig, rec_in_pos, rec_in_sops):
+    """Step t (< wake) of sample n's rate input: its events into ``ev_in_idx``/``ev_in_sig``, its records;
+    returns the event count."""
     ne = 0
     so = 0
     cnt_in = 0
@@ -288,27 +285,35 @@ def step_input(n, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan
             ne += 1
     rec_in_pos[n, t] = cnt_in
     rec_in_sops[n, t] = so
+    return ne
+
+
+@njit(cache=True, inline="always")
+def tracks(bitserial, t, d, wake, kind):
+    """Whether a scatter at step t along a projection (delay d, kind) lists the target blocks it touches
+    (the sleep phase updates only those; a max gate's window always)."""
+    return (not bitserial) and (t + d > wake or kind == K_MAX)
+
+
+@njit(cache=True)
+def step_input(n, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan_in, bitserial, R, thr,
+               acc, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, rec_in_pos, rec_in_sops):
+    """Step t (< wake) of sample n's rate input: its spikes scattered into the ring slot t % R; records."""
+    P = pi.shape[0] - 1
+    r = t % R
+    ne = input_events(n, t, rate, fan_in, ev_in_idx, ev_in_sig, rec_in_pos, rec_in_sops)
     if ne > 0:
         for e in range(out_ptr[P], out_ptr[P + 1]):
             scatter(out_list[e], ji, jf, wbuf, ibuf, idx32, ev_in_idx, ev_in_sig, ne, acc[r], pi, mark[r],
-                    lst[r], lst_n, full, r, (not bitserial) and ji[out_list[e], J_KIND] == K_MAX,
+                    lst[r], lst_n, full, r, tracks(bitserial, 0, 0, 1, ji[out_list[e], J_KIND]),
                     thr[t % thr.shape[0]], sig, scratch)
 
 
 @njit(cache=True)
-def step_pop(n, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan, ext, wake,
-             max_steps, bitserial, bits, R, thr, shift_den, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full,
-             carry, ev_idx, ev_sig, sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase,
-             dunit, drem, dmod):
-    """Step t of population p of sample n (its state slot ``v`` … ``dmod``): update, record and scatter its
-    events along every outgoing projection; returns whether it spiked."""
+def record_events(n, t, p, ne, pi, ev_idx, ev_sig, fan, ext, max_steps, rec_pos, rec_neg, rec_sops, raster,
+                  do_raster):
+    """Records of population p's ``ne`` events of step t (at ev_idx[off:off + ne]) for sample n."""
     N = rec_pos.shape[1]
-    r = t % R
-    ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
-                     full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
-                     dsteps)
-    if ne == 0:
-        return False
     off = pi[p, PI_OFF]
     sz = pi[p, PI_SIZE]
     pos = 0
@@ -326,13 +331,31 @@ def step_pop(n, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, o
     rec_pos[p, n, t] = pos
     rec_neg[p, n, t] = ne - pos
     rec_sops[p, n, t] = so
+
+
+@njit(cache=True)
+def step_pop(n, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan, ext, wake,
+             max_steps, bitserial, bits, R, thr, shift_den, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full,
+             carry, ev_idx, ev_sig, sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase,
+             dunit, drem, dmod):
+    """Step t of population p of sample n (its state slot ``v`` … ``dmod``): update, record and scatter its
+    events along every outgoing projection; returns whether it spiked."""
+    r = t % R
+    ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
+                     full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
+                     dsteps)
+    if ne == 0:
+        return False
+    off = pi[p, PI_OFF]
+    sz = pi[p, PI_SIZE]
+    record_events(n, t, p, ne, pi, ev_idx, ev_sig, fan, ext, max_steps, rec_pos, rec_neg, rec_sops, raster,
+                  do_raster)
     for e2 in range(out_ptr[p], out_ptr[p + 1]):
         m = out_list[e2]
         d = ji[m, J_DELAY]
         rr = (t + d) % R
         scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx[off:off + sz], ev_sig[off:off + sz], ne, acc[rr], pi,
-                mark[rr], lst[rr], lst_n, full, rr, (not bitserial) and (t + d > wake or ji[m, J_KIND] == K_MAX),
-                thr[t % thr.shape[0]], sig, scratch)
+                mark[rr], lst[rr], lst_n, full, rr, tracks(bitserial, t, d, wake, ji[m, J_KIND]), thr[t % thr.shape[0]], sig, scratch)
     return True
 
 
@@ -371,97 +394,3 @@ def finish_sample(n, t_end, pi, ext, cnt, val, out, rec_out, counts, values):
         for i in range(off, off + sz):
             counts[b + ext[i]] = cnt[i]
             values[b + ext[i]] = val[i]
-
-
-@njit(cache=True, parallel=True)
-def run_batch(nchunks, group, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list,
-              fan, fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
-              blk_tot, sig_size, scratch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster,
-              do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
-    """Samples split into ``nchunks`` contiguous chunks run in parallel, one per thread; a thread runs
-    ``group`` samples of its chunk at a time in lock-step (one state slot each): in each step, population
-    by population, every sample of the group in turn, so a layer's weights, read by one sample's scatter,
-    are still in cache for the next sample's (the weights of a large network do not stay in cache from
-    one step to the next). Each sample's arithmetic is the same whatever the group.
-
-    Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
-    ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
-    the raster) holding (N, size) (or (N, T, size)) in C order. A sample stops when it is quiet (t ≥ wake
-    and no spike in the last D+1 steps): ``qa_out`` its last step (−1: never), ``silent_out`` its quiet steps.
-    """
-    N = x.shape[0]
-    P = pi.shape[0] - 1
-    nall = theta.shape[0]
-    G = max(1, group)
-    for c in prange(nchunks):
-        lo = c * N // nchunks
-        hi = (c + 1) * N // nchunks
-        v = np.empty((G, nall), dtype=theta.dtype)
-        cnt = np.zeros((G, nall), dtype=np.int64)
-        val = np.zeros((G, nall), dtype=np.float64)
-        acc = np.zeros((G, R, acc_tot), dtype=theta.dtype)
-        inp = np.zeros((G, acc_tot), dtype=theta.dtype)
-        cvals = np.zeros((G, c_tot), dtype=theta.dtype)
-        mark = np.zeros((G, R, blk_tot + 1), dtype=np.uint8)
-        lst = np.zeros((G, R, blk_tot + 1), dtype=np.int64)
-        lst_n = np.zeros((G, R, P + 1), dtype=np.int64)
-        full = np.zeros((G, R, P + 1), dtype=np.uint8)
-        out = np.zeros((G, pi[P, PI_SIZE]), dtype=theta.dtype)
-        dbase = np.zeros((G, nall), dtype=theta.dtype)
-        dunit = np.zeros((G, nall), dtype=theta.dtype)
-        drem = np.zeros((G, nall), dtype=np.int64)
-        dmod = np.zeros((G, nall), dtype=np.int64)
-        silent = np.zeros(G, dtype=np.int64)
-        t_end = np.zeros(G, dtype=np.int64)
-        spiked = np.zeros(G, dtype=np.bool_)
-        carry = np.zeros(blk_tot + 1, dtype=np.int64)  # scratch, shared by the slots: a step runs to its end
-        ev_idx = np.zeros(nall, dtype=np.int64)
-        ev_sig = np.zeros(nall, dtype=theta.dtype)
-        ev_in_idx = np.zeros(x.shape[1] + 1, dtype=np.int64)
-        ev_in_sig = np.zeros(x.shape[1] + 1, dtype=theta.dtype)
-        sig = np.zeros(sig_size, dtype=theta.dtype)
-        scratch = np.empty(scratch_size, dtype=theta.dtype)
-        for n0 in range(lo, hi, G):
-            k = min(G, hi - n0)
-            for g in range(k):
-                init_sample(n0 + g, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
-                            v[g], cnt[g], val[g], acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g],
-                            ev_in_idx, ev_in_sig, sig, scratch, out[g], dq, du, sq, su, dsteps, dbase[g], dunit[g],
-                            drem[g], dmod[g])
-                silent[g] = 0
-                t_end[g] = max_steps
-                qa_out[n0 + g] = -1
-            left = k
-            for t in range(max_steps):
-                if left == 0:
-                    break
-                # population by population, each sample of the group in turn: a layer's weights, read by one
-                # sample's scatter, are still in cache for the next sample's
-                for g in range(k):
-                    spiked[g] = False
-                    if use_rate and t < wake and t < t_end[g]:
-                        step_input(n0 + g, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan_in,
-                                   bitserial, R, thr, acc[g], mark[g], lst[g], lst_n[g], full[g], ev_in_idx,
-                                   ev_in_sig, sig, scratch, rec_in_pos, rec_in_sops)
-                for p in range(P):
-                    for g in range(k):
-                        if t < t_end[g] and step_pop(
-                                n0 + g, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan,
-                                ext, wake, max_steps, bitserial, bits, R, thr, shift_den, v[g], cnt[g], val[g],
-                                acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g], carry, ev_idx, ev_sig,
-                                sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase[g],
-                                dunit[g], drem[g], dmod[g]):
-                            spiked[g] = True
-                for g in range(k):
-                    if t >= t_end[g]:
-                        continue
-                    n = n0 + g
-                    step_readout(n, t, pi, bias, ext, wake, bitserial, R, acc[g], inp[g], out[g], rec_out)
-                    silent[g] = 0 if spiked[g] else silent[g] + 1
-                    if t >= wake and silent[g] > D:
-                        qa_out[n] = t
-                        t_end[g] = t + 1
-                        left -= 1
-            for g in range(k):
-                finish_sample(n0 + g, t_end[g], pi, ext, cnt[g], val[g], out[g], rec_out, counts, values)
-                silent_out[n0 + g] = silent[g]
