@@ -17,7 +17,6 @@ Cases are bench/peers.py's. Last line: ``SUMMARY key=value ...``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -26,11 +25,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import CASES, build_case  # noqa: E402
+from gsops import best_call, case_args  # noqa: E402
 
 from evsnn import engine  # noqa: E402
 from evsnn.engine.cost import best_time  # noqa: E402
-from evsnn.engine.run import DENSE_BATCH_BYTES, default_dtype  # noqa: E402
+from evsnn.engine.run import DENSE_BATCH_BYTES  # noqa: E402
 from evsnn.ir import snn as S  # noqa: E402
 
 
@@ -44,16 +43,8 @@ def gemm_rate(m: int, k: int, n: int, dtype, reps: int) -> float:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", default="vgg16-if", choices=sorted(CASES))
-    ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args(argv)
-    net, x, wake, sleep = build_case(a.case, a.samples)
-    kw = {} if wake is None else {"wake": wake, "sleep": sleep}
-    dtype = default_dtype(net)
+    a, net, x, kw, dtype, prep = case_args(__doc__.splitlines()[0], "vgg16-if", 4, argv)
     isz = np.dtype(dtype).itemsize
-    prep = engine.prepare(net, dtype)
     res = engine.simulate(prep, x[:2], threads=1, path="dense", **kw)  # compile / cache load
     steps = res.steps
     peak = gemm_rate(1024, 1024, 1024, dtype, a.reps)
@@ -84,24 +75,14 @@ def main(argv=None) -> None:
     print(f"all convs, weighted by MACs: one step at a time {step_rate / 1e9:.1f} GMAC/s "
           f"({step_rate / peak:.2f} of peak), batched {batch_rate / 1e9:.1f} GMAC/s ({batch_rate / peak:.2f}; "
           f"target ≥ 0.70)")
-    t0, r0 = best_time_call(lambda: engine.simulate(prep, x, threads=1, path="dense", window=0, **kw), a.reps)
-    tw, rw_ = best_time_call(lambda: engine.simulate(prep, x, threads=1, path="dense", **kw), a.reps)
+    t0, r0 = best_call(lambda: engine.simulate(prep, x, threads=1, path="dense", window=0, **kw), a.reps)
+    tw, rw_ = best_call(lambda: engine.simulate(prep, x, threads=1, path="dense", **kw), a.reps)
     for p in r0.counts:
         np.testing.assert_array_equal(r0.counts[p], rw_.counts[p])
     print(f"engine, path dense, {len(x)} samples: step-major {t0:.3f} s, layer-major batched {tw:.3f} s "
           f"({t0 / tw:.2f}×)")
     print(f"SUMMARY peak_gmacs={peak / 1e9:.3g} step_ratio={step_rate / peak:.3g} "
           f"batch_ratio={batch_rate / peak:.3g} engine_speedup={t0 / tw:.3g} load_avg={os.getloadavg()[0]:.2f}")
-
-
-def best_time_call(fn, reps: int) -> tuple[float, object]:
-    """(best time of ``reps`` calls of ``fn``, the last call's result)."""
-    out = [None]
-
-    def call():
-        out[0] = fn()
-
-    return best_time(call, reps=reps, min_time=0.0), out[0]
 
 
 if __name__ == "__main__":

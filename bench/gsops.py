@@ -66,16 +66,22 @@ def step_activity(res, name: str, size: int) -> float:
     return float(sp.sum()) / (active * size) if active else 0.0
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", default="vgg16-casc", choices=sorted(CASES))
-    ap.add_argument("--samples", type=int, default=16)
+def case_args(description: str, case: str, samples: int, argv=None):
+    """The benches' command line (``--case``, ``--samples``, ``--reps``) and its case, packed:
+    (args, net, x, schedule keywords, dtype, prepared network)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--case", default=case, choices=sorted(CASES))
+    ap.add_argument("--samples", type=int, default=samples)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args(argv)
     net, x, wake, sleep = build_case(a.case, a.samples)
     kw = {} if wake is None else {"wake": wake, "sleep": sleep}
     dtype = default_dtype(net)
-    prep = engine.prepare(net, dtype)
+    return a, net, x, kw, dtype, engine.prepare(net, dtype)
+
+
+def main(argv=None) -> None:
+    a, net, x, kw, dtype, prep = case_args(__doc__.splitlines()[0], "vgg16-casc", 16, argv)
     engine.simulate(prep, x[:2], threads=1, **kw)  # compile / cache load
     t1, res = best_call(lambda: engine.simulate(prep, x, threads=1, **kw), a.reps)
     t2, res2 = best_call(lambda: engine.simulate(prep, x, threads=2, **kw), a.reps)
