@@ -165,7 +165,6 @@ def export(net: S.Network, x: np.ndarray, wake: int, steps: int, folder: str, sl
     """``net.h5`` (evsnn, dense) and ``spec.npz`` (the peers: plain arrays and a JSON description)."""
     save_network(net, os.path.join(folder, "net.h5"))
     n = len(x)
-    xf = x.reshape(n, -1)
     dsteps = DR.delivery_steps(net, wake)
     arrays, pops = {"x": x}, []
     for p in net.populations:
@@ -173,10 +172,10 @@ def export(net: S.Network, x: np.ndarray, wake: int, steps: int, folder: str, sl
         for k, pr in enumerate(net.incoming(p.name)):
             if pr.delay:
                 raise SystemExit("delayed projections are not supported by the peers' runner")
-            if pr.pre == S.INPUT and DR.input_in_drive(net, pr):
-                continue  # part of the drive below
             key = f"{p.name}/{k}"
-            d = {"id": key, "pre": pr.pre, "pre_shape": list(pr.pre_shape)}
+            # an input projection folded into the drive: the peer computes it from x in its timed run
+            d = {"id": key, "pre": pr.pre, "pre_shape": list(pr.pre_shape),
+                 "drive": bool(pr.pre == S.INPUT and DR.input_in_drive(net, pr))}
             if isinstance(pr, S.DenseProjection):
                 d["kind"] = "dense"
                 arrays[f"w/{key}"] = DR.dense_matrix(pr).toarray()
@@ -193,8 +192,11 @@ def export(net: S.Network, x: np.ndarray, wake: int, steps: int, folder: str, sl
             else:
                 raise SystemExit(f"projection {type(pr).__name__} is not supported by the peers' runner")
             incoming.append(d)
-        if DR.has_drive(p):
-            arrays[f"drive/{p.name}"] = DR.drive_total(net, p, xf) / dsteps
+        if DR.depends_on_input(net, p):  # D = (Σ input projections(x) + bias)·scale, computed by the peer
+            arrays[f"dbias/{p.name}"] = np.asarray(p.bias, dtype=np.float64).reshape(-1)
+            arrays[f"dscale/{p.name}"] = np.asarray(p.drive_scale / dsteps, dtype=np.float64)
+        elif DR.has_drive(p):
+            arrays[f"drive/{p.name}"] = DR.drive_total(net, p, None) / dsteps
         elif p.model != "maxpool":
             arrays[f"bias/{p.name}"] = np.asarray(p.bias, dtype=np.float64).reshape(-1)
         arrays[f"th/{p.name}"] = np.asarray(p.threshold, dtype=np.float64).reshape(-1)

@@ -19,9 +19,10 @@ of model ``maxpool`` (the converter's gate that tracks the window maximum of spi
 have no library counterpart and are computed in torch as in bench/dense_baseline.py;
 ``cif`` populations (casc) are run with the library's plain IF neuron (no cap, no negative
 spikes), so casc counts agree only where those rules never act. The analog input's projection
-is computed once per sample in float32 and added with the bias every wake step (as the dense
-baseline does); the exact presets' drive arrives divided evenly over its delivery steps
-(float64 total, without evsnn's fixed-point grid).
+is computed once per sample in float32, in the timed run, and added with the bias every wake step
+(as the dense baseline does); the exact presets' drive D = (input projection(x) + bias)·scale is
+computed the same way and arrives divided evenly over its delivery steps (float32, without evsnn's
+fixed-point grid); a drive that does not depend on the input arrives precomputed.
 """
 
 from __future__ import annotations
@@ -114,14 +115,21 @@ class LayerwiseSide:
         torch = self.torch
         B = hi - lo
         cur = torch.zeros((self.T, B, p["size"]))
+        drive = None
         for pr in p["incoming"]:
             if pr["kind"] == "maxpool":
+                continue
+            if pr["pre"] == self.meta["input"] and pr.get("drive"):  # part of the drive D
+                y = self._op(pr, self.x[lo:hi])
+                drive = y if drive is None else drive + y
                 continue
             if pr["pre"] == self.meta["input"]:  # analog input: the same current every wake step
                 cur[:self.wake] += self._op(pr, self.x[lo:hi])
                 continue
             s = spikes[pr["pre"]]
             cur += self._op(pr, s.reshape(self.T * B, -1)).reshape(self.T, B, -1)
+        if drive is not None:
+            cur[:self.dsteps] += (drive + self.t[f"dbias/{p['name']}"]) * self.t[f"dscale/{p['name']}"]
         for key, steps in (("bias", self.wake), ("drive", self.dsteps)):
             c = self.t.get(f"{key}/{p['name']}")
             if c is not None:

@@ -206,8 +206,11 @@ def convert(model, output, preset, levels, calibrate, percentile, calibrate_samp
               help="also write per-neuron counts/values (counts) or the spike raster as AER arrays (raster); "
                    "repeatable")
 @click.option("--batch-size", type=BATCH, default=64, show_default=True, help="samples simulated and written at a time")
-@click.option("--engine", type=click.Choice(["event", "reference"]), default="event", show_default=True,
-              help="event: the Numba event engine; reference: the NumPy clock-driven simulator (for checking)")
+@click.option("--engine", type=click.Choice(["auto", "event", "reference"]), default="auto", show_default=True,
+              help="event: the Numba event engine; reference: the NumPy clock-driven simulator (same spike "
+                   "counts); auto: the reference for float64 runs so small that the event engine's start-up "
+                   "(~0.6 s: loading Numba and its compiled kernels) would dominate, else the event engine. "
+                   "The engine used is stored in /config/engine")
 @click.option("--threads", type=THREADS, default=None, help="threads of the event engine, one sample per thread (default: the usable cores, at most "
                    "NUMBA_NUM_THREADS); BLAS runs on one thread inside the engine")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,

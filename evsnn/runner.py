@@ -33,7 +33,16 @@ from evsnn.ir.records import check_batch, make_plan
 from evsnn.store.results import Layer, Layout, ResultsWriter
 from evsnn.validate.limits import check_run_memory
 
-ENGINES = ("event", "reference")
+ENGINES = ("auto", "event", "reference")
+#: Seconds the event engine costs before its first sample in a fresh process: importing Numba and
+#: loading its cached kernels (bench/fixed_cost.py --phases: 0.6–0.75 s CPU on a 2-core VM).
+ENGINE_START_S = 0.6
+#: The NumPy reference's cost model: dense MACs per second of its convolutions and sparse products, and
+#: the Python overhead per population and step. bench/fixed_cost.py --engines compares its predictions
+#: with measured times (2–4× above them on the digits network): a misjudged job runs on the reference
+#: for at most ~ENGINE_START_S.
+REFERENCE_MAC_RATE = 1e9
+REFERENCE_STEP_S = 5e-4
 #: Config keys that may differ when a run is resumed (they do not change the results).
 RESUME_IGNORE = ("threads", "network_file", "source_file", "data", "calibrate", "evsnn_version", "scheduler",
                  "workers")
@@ -172,7 +181,7 @@ class RunOptions:
     record: tuple = ()
     seed: int = 0
     batch_size: int = 64
-    engine: str = "event"
+    engine: str = "event"  # "auto": see choose_engine
     threads: int | None = None
     allow_inexact: bool = False
     profiles: tuple = ()  # Profile objects; empty: the built-in ones
@@ -202,6 +211,36 @@ def get_simulator(engine: str):
             raise EvsnnError(f"the event engine is not available ({e}); use --engine reference") from None
         return simulate, "event"
     raise EvsnnError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+
+
+def reference_seconds(net: S.Network, n: int, plan) -> float:
+    """Predicted seconds of the NumPy reference on ``n`` samples: every step evaluates every projection
+    densely (MACs = the total fan-out of every source, :func:`evsnn.ir.snn.source_fanouts`) plus a
+    Python overhead per population. A sleep-"auto" run is counted as wake + 2 × (populations + 1)
+    steps (casc settles within a few steps of its depth; the cap is far above)."""
+    fan = S.source_fanouts(net)
+    macs = sum(int(f.sum()) for f in fan.values())
+    pops = len(net.populations) + 1
+    steps = plan.wake + (min(plan.sleep, 2 * pops) if plan.auto else plan.sleep)
+    return steps * (n * macs / REFERENCE_MAC_RATE + pops * REFERENCE_STEP_S)
+
+
+def choose_engine(net: S.Network, n: int, plan, opts: RunOptions, distributed: bool = False) -> str:
+    """The engine ``opts.engine`` names; for "auto" the NumPy reference when the run is float64 (the
+    reference's arithmetic, so both give the same counts), local, and predicted to take less than half the
+    event engine's start-up (:data:`ENGINE_START_S`), else the event engine (the reference if Numba is
+    missing). A function of the network, the sample count and the options only, so a resumed run
+    chooses as its first part did.
+
+    The two engines agree spike for spike (counts, events and SOPs bit for bit, tests/test_engine.py);
+    the readout is a float64 sum in another order and may differ in its last bits (≤ 1e-12 relative).
+    The chosen engine is stored in ``/config/engine``."""
+    if opts.engine != "auto":
+        return opts.engine
+    if (not distributed and opts.dtype == "float64"
+            and reference_seconds(net, n, plan) < ENGINE_START_S / 2):
+        return "reference"
+    return get_simulator("auto")[1]
 
 
 def batch_seed(seed: int, b: int) -> int:
@@ -332,13 +371,13 @@ def run_to_file(net: S.Network, x, y, out: str, opts: RunOptions, info: dict | N
         opts = replace(opts, dtype="float64" if net.exact else "float32")
     if opts.dtype not in ("float32", "float64"):
         raise EvsnnError(f"--dtype must be float32 or float64, got {opts.dtype!r}")
-    sim, engine = get_simulator(opts.engine)
     sleep = default_sleep(net, opts.sleep)
     # make_plan checks the record kinds and the schedule before anything is written
     plan = make_plan(net, opts.wake, sleep, opts.max_sleep, opts.record, opts.seed, opts.allow_inexact)
     n = len(x)
     if n == 0:
         raise ShapeError("the data has no samples")
+    sim, engine = get_simulator(choose_engine(net, n, plan, opts, client is not None))
     check_batch(net, np.asarray(x[:1]))
     if y is not None and len(y) != n:
         raise ShapeError(f"{len(y)} labels for {n} samples")

@@ -149,11 +149,15 @@ def test_disk_full_is_one_line(what, bases, tmp_path):
         limit = 2000
         argv, out = ["report", str(tmp_path / "res.h5"), "--plots", str(tmp_path)], tmp_path / "res_accuracy_vs_T.png"
         pytest.importorskip("matplotlib")
+        # matplotlib's first use in a fresh environment builds its font cache (running fc-list), which
+        # under the size limit prints its own lines: build it first, unlimited, to test evsnn's output
+        subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], check=True, capture_output=True)
     p = subprocess.run([sys.executable, "-c", FSIZE.format(limit=limit), *argv], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-2000:]
+    assert str(tmp_path) in lines[0]  # the line names the file that could not be written
     assert not out.exists()
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+from dataclasses import replace
 
 import click
 import h5py
@@ -16,6 +17,7 @@ import evsnn.frontends as frontends
 from evsnn import runner as R
 from evsnn.cli import cli
 from evsnn.ir import ann as A
+from evsnn.ir.records import make_plan
 from evsnn.store import partial_path
 from test_results import assert_same_content, small_data, small_graph
 
@@ -376,6 +378,40 @@ def test_event_engine_matches_reference(made, dtype):
             keys += ["layers/blk%2Fact2/spikes", "layers/act3/sops", "sleep_steps"]
         for k in keys:
             np.testing.assert_array_equal(a[k][()], b[k][()], err_msg=k)
+
+
+def test_auto_engine_runs_small_float64_jobs_on_the_reference(made):
+    """--engine auto (the default): a float64 job predicted to take less than half the event engine's start-up
+    runs on the NumPy reference, with the event engine's counts; a float32 one runs on the event engine."""
+    pytest.importorskip("evsnn.engine")
+    tmp = made["tmp"]
+    auto, ev, f32 = tmp / "auto.h5", tmp / "ev.h5", tmp / "f32.h5"
+    base = ("run", made["net"], "--data", made["data"], "--record", "counts", "--batch-size", "4", "-o")
+    r = ok(invoke(*base, auto))
+    assert "reference engine" in r.output
+    ok(invoke(*base, ev, "--engine", "event", "--threads", "1"))
+    ok(invoke(*base, f32, "--dtype", "float32"))
+    with h5py.File(auto, "r") as a, h5py.File(ev, "r") as b, h5py.File(f32, "r") as c:
+        assert a["config"].attrs["engine"] == "reference" and a["config"].attrs["dtype"] == "float64"
+        assert b["config"].attrs["engine"] == "event" and c["config"].attrs["engine"] == "event"
+        for k in ["predictions", "layers/act3/count", "layers/blk%2Fact2/spikes", "layers/act3/sops"]:
+            np.testing.assert_array_equal(a[k][()], b[k][()], err_msg=k)
+        np.testing.assert_allclose(a["readout"][()], b["readout"][()], rtol=1e-12, atol=1e-12)
+
+
+def test_auto_engine_choice(made):
+    """choose_engine: the reference only for local float64 runs the cost model predicts short."""
+    net = R.prepare_network(made["net"])[0]
+    plan = make_plan(net, None, "auto", None, (), 0, False)
+    opts = R.RunOptions(engine="auto", dtype="float64")
+    assert R.choose_engine(net, 4, plan, opts) == "reference"
+    assert R.reference_seconds(net, 4, plan) < R.reference_seconds(net, 400, plan)
+    huge = next(n for n in (10 ** k for k in range(1, 12)) if R.reference_seconds(net, n, plan) > R.ENGINE_START_S)
+    assert R.choose_engine(net, huge, plan, opts) == "event"
+    assert R.choose_engine(net, 4, plan, opts, distributed=True) == "event"
+    assert R.choose_engine(net, 4, plan, replace(opts, dtype="float32")) == "event"
+    for name in ("event", "reference"):
+        assert R.choose_engine(net, huge, plan, replace(opts, engine=name)) == name
 
 
 def test_run_with_binned_event_input(files):

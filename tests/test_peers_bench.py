@@ -49,6 +49,10 @@ def test_exported_network_run_layerwise_counts_like_evsnn(tmp_path, preset):
     res = engine.simulate(net, x, wake=wake, sleep=sleep, dtype=np.float64)
     steps = res.readout.shape[1]
     peers.export(net, x, wake, steps, str(tmp_path), sleep)
+    if preset == "casc":  # the input-fed drive is computed by the peer in its timed run, not handed over
+        first = net.populations[0].name
+        with np.load(tmp_path / "spec.npz") as z:
+            assert f"dscale/{first}" in z.files and f"drive/{first}" not in z.files
     w = peers.Worker("torch-if", sys.executable)
     try:
         assert w.ask(case=str(tmp_path)) == {"ready": True}

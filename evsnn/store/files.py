@@ -29,9 +29,12 @@ def atomic_file(path: str | os.PathLike):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, OSError) and not e.filename and e.errno is not None:
+            # a write through a handle (a plot library, a ZIP writer) names no file: name the one we were writing
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from e
         raise
 
 
