@@ -225,6 +225,30 @@ def test_drive_grid_is_exact(ds, L, T, phase, rounding):
     np.testing.assert_array_equal(acc, tot + phase)
 
 
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 7, 255]), st.sampled_from([0.0, 0.5]),
+       st.sampled_from(["floor", "half_even"]))
+def test_grid_kernel_equals_numpy_reference(seed, levels, phase, rounding):
+    """engine.neurons.grid_rows (per value, with the gather into internal order) == ir.drive.grid, on
+    random magnitudes, exact level boundaries and ties, their float64 neighbours, ±CLAMP and beyond, NaN (--allow-nonfinite)."""
+    from evsnn.engine import neurons as NR
+    rng = np.random.default_rng(seed)
+    n, size = 3, 40
+    d = rng.standard_normal((n, size)) * 10 ** rng.uniform(-3, 3, (n, size))
+    k = rng.integers(-3, levels + 3, (n, size)) + rng.choice([0.0, 0.5], (n, size))
+    edge = np.nextafter(k, rng.choice([-np.inf, np.inf], (n, size))) if seed % 2 else k
+    d = np.where(rng.random((n, size)) < 0.5, edge, d)
+    d[0, :5] = [DR.CLAMP, -DR.CLAMP, 3 * DR.CLAMP, -np.inf, np.nan]
+    perm = rng.permutation(size)
+    q, u = np.zeros((n, size + 5), np.int64), np.zeros((n, size + 5))
+    off = phase - 0.5 if rounding == "half_even" else phase
+    NR.grid_rows(d, perm, float(levels), off, rounding == "half_even", q, u, 5)
+    with np.errstate(invalid="ignore"):  # NaN cast to int64 (the kernel casts it the same way)
+        want_q, want_u = DR.grid(d, levels, phase, rounding)
+    np.testing.assert_array_equal(q[:, 5:], want_q[:, perm])
+    np.testing.assert_array_equal(u[:, 5:], want_u[:, perm])
+    assert not q[:, :5].any()
+
+
 @given(st.integers(0, 2**32 - 1), st.integers(1, 300), st.sampled_from([np.float32, np.float64]))
 def test_drive_kernels_equal_numpy_reference(seed, T, dtype):
     """engine.neurons.drive_init/drive_add (Bresenham carry) == ir.drive.grid_split/grid_increment."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from evsnn.ir.drive import CLAMP
+
 
 @njit(cache=True, inline="always")
 def _current(acc, inp, bias, i, on):
@@ -82,6 +84,28 @@ def cif_sign(vi, th, c, cap, half_even):
     return 0
 
 
+#: may_fire_cif's bounds, in units of θ: below 1 − 2^-40, v/θ rounds below 1; above 2^-148, above 0
+#: (in float32, whose smallest positive value is 2^-149, as in float64)
+BELOW_ONE = 1.0 - 2.0 ** -40
+ABOVE_ZERO = 2.0 ** -148
+MANY = 128  # neurons from which update_cif marks candidates in a vectorised pass first (one allocation)
+
+
+@njit(cache=True, inline="always")
+def may_fire_cif(vi, th, c, cap):
+    """False when a CIF neuron with count c cannot fire (cif_sign is 0), decided without a division:
+    +1 needs fl(v/θ) ≥ 1 and c < cap, −1 needs fl(v/θ) ≤ 0 and c > 0. For θ > 0 (the products are
+    taken in float64, exact for float32 θ): fl(v/θ) ≥ 1 needs v/θ ≥ 1 − 2^-24 (float32) or 1 − 2^-53,
+    so v ≥ θ·(1 − 2^-24) > θ·(1 − 2^-40) ≥ fl(θ·(1 − 2^-40)) up to one rounding; fl(v/θ) ≤ 0 needs
+    v/θ < 2^-149 (float32) or 2^-1074, which v > fl(θ·2^-148) rules out (where θ·2^-148 is subnormal or 0,
+    v ≥ 2^-1074 gives v/θ > 2^-148 already). True is only a maybe (the exact rule decides); for θ ≤ 0 or
+    NaN the comparisons fail and it is True unless the count rules out both signs. Most neurons (below
+    threshold, or negative with a zero count) leave here."""
+    up = (not (vi < th * BELOW_ONE)) & (c < cap)
+    down = (not (vi > th * ABOVE_ZERO)) & (c > 0)
+    return up | down
+
+
 @njit(cache=True)
 def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
     """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign)."""
@@ -97,9 +121,23 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
             v[i] = v[i] + acc[i]
             acc[i] = 0
     n0 = n_ev
+    # a many-neuron update first marks the neurons that may fire in a loop that vectorises (may_fire_cif
+    # has no division and no branch), so the exact rule's loop below skips the rest on a predicted branch
+    many = hi - lo >= MANY
+    maybe = np.empty(hi - lo if many else 0, dtype=np.bool_)
+    if many:
+        for i in range(lo, hi):
+            maybe[i - lo] = may_fire_cif(v[i], theta[i], cnt[i], cap)
     for i in range(lo, hi):
-        q = v[i] / theta[i]
+        if many:
+            if not maybe[i - lo]:
+                continue
+        elif not may_fire_cif(v[i], theta[i], cnt[i], cap):
+            continue
+        vi = v[i]
+        th = theta[i]
         c = cnt[i]
+        q = vi / th
         ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
         odd = half_even & ((c & 1) == 1)
         up = (q > 1) | ((q == 1) & (odd | (not half_even)))  # floor: q ≥ 1
@@ -129,7 +167,7 @@ def can_fire_if(v, theta, lo, hi):
 @njit(cache=True)
 def can_fire_cif(v, cnt, theta, lo, hi, cap, half_even):
     for i in range(lo, hi):
-        if cif_sign(v[i], theta[i], cnt[i], cap, half_even) != 0:
+        if may_fire_cif(v[i], theta[i], cnt[i], cap) and cif_sign(v[i], theta[i], cnt[i], cap, half_even) != 0:
             return True
     return False
 
@@ -268,6 +306,38 @@ def update_bit_gate(cvals, v, cnt, val, theta, v0, k, bits, kh, kw, C, H, W, Wo,
     return n_ev
 
 
+#: 2^k and 2^-k for k = 0..63: scaling by them is exact (as ldexp), without a libm call per value
+POW2 = np.ldexp(1.0, np.arange(64))
+POW2_NEG = np.ldexp(1.0, -np.arange(64))
+
+
+@njit(cache=True)
+def grid_rows(d, perm, levels, off, half_even, q, u, o):
+    """q[n, o + i], u[n, o + i] = the drive grid (Q, 2^-F) of d[n, perm[i]] for every sample n: the
+    operations of :func:`evsnn.ir.drive.grid` (``off`` = φ, or φ − ½ for ``half_even``), each exact, so
+    the same numbers (tested), with the gather into internal order fused in. frexp's exponent is read
+    from the bits and ldexp is a product with a power of two (exact: no result leaves the normal range)."""
+    bits = np.empty(1, dtype=np.float64)
+    ibits = bits.view(np.int64)
+    for n in range(d.shape[0]):
+        for i in range(perm.shape[0]):
+            x = d[n, perm[i]]
+            if x < -CLAMP:  # NaN passes unchanged, as through np.clip
+                x = -CLAMP
+            elif x > CLAMP:
+                x = CLAMP
+            mag = np.ceil(abs(x)) + levels + 2.0  # an integer in [3, 2^51), or NaN
+            bits[0] = mag
+            e = ((ibits[0] >> 52) & 0x7FF) - 1022 if mag == mag else 0  # frexp(mag)[1]
+            f = max(52 - e, 2)
+            y = (x + off) * POW2[f]
+            qi = np.int64(np.floor(y))
+            if half_even and (qi & ((np.int64(1) << f) - 1)) == (np.int64(1) << (f - 1)) and y != qi:
+                qi += 1  # a false tie: one unit up, the same side of k + ½ (ir.drive.grid)
+            q[n, o + i] = qi - np.int64(off * POW2[f])
+            u[n, o + i] = POW2_NEG[f]
+
+
 @njit(cache=True)
 def drive_init(q, u, steps, base, unit, rem, mod):
     """Split drive grids (Q, unit = 2^-F) over ``steps`` steps: Q = q·steps + rem, base = q·unit; mod = 0.
@@ -289,11 +359,8 @@ def drive_add(acc, base, unit, rem, mod, steps, lo, hi):
     ``mod`` carries t·rem mod steps from step to step (no division per neuron and step); the increment
     equals :func:`evsnn.ir.drive.grid_increment` (tested).
     """
-    for i in range(lo, hi):
+    for i in range(lo, hi):  # selects, not branches (the loop vectorises); same numbers in the same dtype
         m = mod[i] + rem[i]
-        if m >= steps:
-            mod[i] = m - steps
-            acc[i] = acc[i] + (base[i] + unit[i])
-        else:
-            mod[i] = m
-            acc[i] = acc[i] + base[i]
+        over = m >= steps
+        mod[i] = m - steps if over else m
+        acc[i] = acc[i] + ((base[i] + unit[i]) if over else base[i])

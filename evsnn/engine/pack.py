@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from evsnn.engine import neurons as NR
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 
@@ -311,7 +312,8 @@ def input_drive_grid(net: S.Network, pk: Packed, x: np.ndarray) -> tuple[np.ndar
     u = np.zeros((n, max(pk.ndyn, 1)))
     for i, p in enumerate(net.populations):
         if pk.pi[i, PI_DRIVE] == D_INPUT:
-            o = pk.pi[i, PI_DOFF]
-            qi, ui = DR.grid(DR.drive_total(net, p, x), p.levels, p.v0, p.rounding)
-            q[:, o:o + p.size], u[:, o:o + p.size] = qi[:, pk.perms[i]], ui[:, pk.perms[i]]
+            half_even = p.rounding == "half_even"
+            off = p.v0 - 0.5 if half_even else p.v0  # as DR.grid
+            NR.grid_rows(np.ascontiguousarray(DR.drive_total(net, p, x)), pk.perms[i], float(p.levels), float(off),
+                         half_even, q, u, int(pk.pi[i, PI_DOFF]))
     return q, u
