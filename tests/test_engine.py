@@ -474,3 +474,32 @@ def test_batched_dense_steps_equal_one_step_at_a_time():
         batches.append((t, nxt))
         t = nxt
     assert batches == [(0, 3), (3, 5)]  # steps 0, 1 (2: no events, not dense), then 3, 4
+
+
+@pytest.mark.parametrize("preset", ["casc", "if", "bitserial"])
+def test_values_are_the_counts_where_every_spike_carries_one(preset):
+    """The engine writes a second per-neuron array only for bitserial (weighted spikes); elsewhere
+    ``values`` is a CountValues made from the counts: equal to the reference's values, the same array on
+    every access (a write stays, as in a dict, and does not touch the counts), and it survives pickling
+    (Dask sends results between processes)."""
+    import pickle
+
+    from evsnn.ir.records import CountValues
+
+    net, x = _real_net(preset)
+    got = engine.simulate(net, x, **({"sleep": "auto"} if preset == "casc" else {}))
+    ref = ref_simulate(net, x, **({"sleep": "auto"} if preset == "casc" else {}))
+    assert isinstance(got.values, CountValues) == (preset != "bitserial")
+    assert got.values.keys() == ref.values.keys()
+    for k in ref.values:
+        np.testing.assert_array_equal(got.values[k], ref.values[k], err_msg=k)
+        assert got.values[k].dtype == np.float64
+    if preset == "bitserial":  # weighted spikes: values differ from counts somewhere
+        assert any((got.values[k] != got.counts[k]).any() for k in got.values)
+        return
+    k = next(iter(got.values))
+    again = pickle.loads(pickle.dumps(got))
+    np.testing.assert_array_equal(again.values[k], got.values[k])
+    got.values[k][0, 0] += 5
+    assert got.values[k][0, 0] == got.counts[k][0, 0] + 5
+    assert len(got.values) == len(got.counts) and set(got.values) == set(got.counts)

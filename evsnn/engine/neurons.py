@@ -109,9 +109,25 @@ def may_fire_cif(vi, th, c, cap):
 @njit(cache=True)
 def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
     """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign)."""
-    # three passes, same result per neuron as the one-pass rule: integration (vectorises), a branch-free
-    # candidate scan (q = v/θ as in cif_sign), then the spikes
-    if on:
+    # passes with the same result per neuron as the one-pass rule: integration, which for a many-neuron
+    # update also marks the neurons that may fire (may_fire_cif has no division and no branch, so the
+    # loop vectorises and reads each membrane once), then the exact rule (q = v/θ as in cif_sign) on the
+    # marked ones only (the rest skipped on a predicted branch), then the spikes
+    many = hi - lo >= MANY
+    maybe = np.empty(hi - lo if many else 0, dtype=np.bool_)
+    if many and on:
+        for i in range(lo, hi):
+            vi = v[i] + ((acc[i] + inp[i]) + bias[i])
+            acc[i] = 0
+            v[i] = vi
+            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
+    elif many:
+        for i in range(lo, hi):
+            vi = v[i] + acc[i]
+            acc[i] = 0
+            v[i] = vi
+            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
+    elif on:
         for i in range(lo, hi):
             cur = (acc[i] + inp[i]) + bias[i]
             acc[i] = 0
@@ -121,13 +137,6 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
             v[i] = v[i] + acc[i]
             acc[i] = 0
     n0 = n_ev
-    # a many-neuron update first marks the neurons that may fire in a loop that vectorises (may_fire_cif
-    # has no division and no branch), so the exact rule's loop below skips the rest on a predicted branch
-    many = hi - lo >= MANY
-    maybe = np.empty(hi - lo if many else 0, dtype=np.bool_)
-    if many:
-        for i in range(lo, hi):
-            maybe[i - lo] = may_fire_cif(v[i], theta[i], cnt[i], cap)
     for i in range(lo, hi):
         if many:
             if not maybe[i - lo]:

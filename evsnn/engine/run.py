@@ -12,7 +12,7 @@ from evsnn.engine.batch import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
-from evsnn.ir.records import SimResult, check_batch, input_spikes, make_plan, readout_quantizer
+from evsnn.ir.records import CountValues, SimResult, check_batch, input_spikes, make_plan, readout_quantizer
 from evsnn.threads import engine_pools, engine_threads
 
 PATHS = ("auto", "event", "dense")
@@ -199,12 +199,15 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         quiescent = (qa >= 0) | (silent > D)
     res = SimResult(readout=_merge(rounds, "readout", n, steps, hold=True).reshape(
         (n, steps) + tuple(net.readout.shape)), wake=plan.wake, readout_quant=readout_quantizer(net, plan.wake))
+    if not bitserial:
+        res.values = CountValues(res.counts)
     for p, name in enumerate(pk.names):
         res.spikes_pos[name] = _merge(rounds, ("pos", p), n, steps)
         res.spikes_neg[name] = _merge(rounds, ("neg", p), n, steps)
         res.sops[name] = _merge(rounds, ("sops", p), n, steps)
         res.counts[name] = _merge(rounds, ("counts", p), n)
-        res.values[name] = _merge(rounds, ("values", p), n)
+        if bitserial:
+            res.values[name] = _merge(rounds, ("values", p), n)
         if "raster" in plan.record:
             res.raster[name] = _merge(rounds, ("raster", p), n, steps)
     if use_rate:
@@ -313,7 +316,9 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     rec_in_sops = np.zeros((m, T), dtype=np.int64)
     raster = np.zeros(m * T * pk.ntot if do_raster else 1, dtype=np.int8)
     counts = np.empty(m * pk.ntot, dtype=np.int64)
-    values = np.empty(m * pk.ntot, dtype=np.float64)
+    # a neuron's value differs from its net count only for bitserial's weighted spikes: elsewhere the
+    # caller derives values from counts (ir.records.CountValues) and no second array is written
+    values = np.empty(m * pk.ntot if bitserial else 0, dtype=np.float64)
     qa = np.empty(m, dtype=np.int64)  # run_batch writes both for every sample
     silent = np.empty(m, dtype=np.int64)
     shift_den = np.array([2.0 * plan.wake], dtype=dtype)
@@ -330,7 +335,8 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
         off, size = int(pk.pi[p, PI_OFF]), pk.sizes[p]
         raw["pos", p], raw["neg", p], raw["sops", p] = rec_pos[p], rec_neg[p], rec_sops[p]
         raw["counts", p] = counts[m * off:m * (off + size)].reshape(m, size)
-        raw["values", p] = values[m * off:m * (off + size)].reshape(m, size)
+        if bitserial:
+            raw["values", p] = values[m * off:m * (off + size)].reshape(m, size)
         if do_raster:
             raw["raster", p] = raster[m * T * off:m * T * (off + size)].reshape(m, T, size)
     return raw

@@ -387,10 +387,13 @@ def finish_sample(n, t_end, pi, ext, cnt, val, out, rec_out, counts, values):
     for t in range(t_end, rec_out.shape[1]):
         for i in range(pi[P, PI_SIZE]):
             rec_out[n, t, ext[ro + i]] = out[i]
+    keep_values = values.shape[0] > 0  # empty: the values are the counts (engine.run)
     for p in range(P):
         off = pi[p, PI_OFF]
         sz = pi[p, PI_SIZE]
         b = N * off + n * sz - off
         for i in range(off, off + sz):
             counts[b + ext[i]] = cnt[i]
-            values[b + ext[i]] = val[i]
+        if keep_values:
+            for i in range(off, off + sz):
+                values[b + ext[i]] = val[i]

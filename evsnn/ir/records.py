@@ -6,6 +6,7 @@ and fill the same record, so tests compare them field by field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,6 +132,28 @@ def rate_spikes(x: np.ndarray, wake: int, seed: int) -> np.ndarray:
     return (rng.random((len(x), wake, p.shape[-1])) < p).astype(np.uint8)
 
 
+class CountValues(Mapping):
+    """:attr:`SimResult.values` of a run whose every spike carries ±1 (every preset but bitserial): a
+    neuron's transmitted value is then its net count (design.md), so the event engine does not write a
+    second (N, size) array per population; ``values[name]`` is ``counts[name]`` as float64, made on first
+    access and kept (a dict's behaviour: the same array each time, and writes to it stay)."""
+
+    def __init__(self, counts: dict):
+        self._counts = counts
+        self._made: dict = {}
+
+    def __getitem__(self, name):
+        if name not in self._made:
+            self._made[name] = np.asarray(self._counts[name], dtype=np.float64)
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
 @dataclass
 class SimResult:
     """Records of one run over a batch of N samples and ``steps`` time steps.
@@ -138,7 +161,8 @@ class SimResult:
     - ``readout``: (N, steps, classes) accumulator after each step.
     - ``counts``: name → (N, size) int64 net spike count at the end.
     - ``values``: name → (N, size) float64 transmitted value in level units (the
-      net count; for bitserial the bit-weighted sum).
+      net count; for bitserial the bit-weighted sum). A mapping: the engine gives a
+      :class:`CountValues` (made from ``counts`` on access) where the two are equal.
     - ``spikes_pos`` / ``spikes_neg``: name → (N, steps) int64 spikes emitted per step.
     - ``sops``: name → (N, steps) int64 synaptic operations caused by those spikes.
     - ``input_macs``: (N, steps) int64 multiply-accumulates of analog input projections.
