@@ -25,12 +25,15 @@ def _best(fn):
     return best_time(fn, reps=5, min_time=0.05)
 
 
-def conv_case(c, h, cout, act, rng, dtype=np.float32, k=3):
+def conv_case(c, h, cout, act, rng, dtype=np.float32, k=3, wdtype=None):
+    """A k×k stride-1 conv c×h×h → cout×h×h at activity ``act``: (event call, dense call, SOPs, MACs,
+    fan-out). ``wdtype``: the event scatter's weight dtype (default ``dtype``; float32 in a float64
+    run is how the engine stores float32-exact kernels, evsnn.engine.pack.narrow_weights)."""
     n = h * h * c
     idx = np.flatnonzero(rng.random(n) < act).astype(np.int64)
     sig = np.ones(len(idx), dtype)
-    w = (rng.integers(-64, 65, k * k * c * cout) / 64).astype(dtype)
-    wd = w.copy()
+    w = (rng.integers(-64, 65, k * k * c * cout) / 64).astype(wdtype or dtype)
+    wd = w.astype(dtype)
     acc = np.zeros(h * h * cout, dtype)
     mark = np.zeros(h * h, np.uint8)
     lst = np.zeros(h * h, np.int64)

@@ -9,7 +9,8 @@ the speed-up of 2 engine threads over 1 (issue #14's targets: ≥ 60 % of the pe
   preset's default schedule and dtype), 1 thread, best of ``--reps``. Analog input MACs (the first
   layer of an analog-input network) are not SOPs and are not counted.
 - kernel peak: :func:`evsnn.engine.kernels.conv_scatter` alone (bench/bench_kernels.py's case), in
-  the run's dtype, on every distinct conv geometry of the network at the run's mean activity of that
+  the run's dtype with the weights stored as the engine stores that layer's (float32 where the kernel
+  is float32-exact, :func:`evsnn.engine.pack.narrow_weights`), on every distinct conv geometry of the network at the run's mean activity of that
   layer's input, one thread; the best of those rates is the peak (the rate the kernel reaches when
   nothing else runs: no neuron updates, no bookkeeping, the layer's weights hot in cache).
 - samples in turn: the same call with ``group=1`` (one sample at a time per thread) against the default
@@ -37,6 +38,7 @@ from peers import CASES, build_case  # noqa: E402
 
 from evsnn import engine  # noqa: E402
 from evsnn.engine.cost import best_time  # noqa: E402
+from evsnn.engine.pack import narrow_weights  # noqa: E402
 from evsnn.engine.run import default_dtype, sample_group  # noqa: E402
 from evsnn.ir import snn as S  # noqa: E402
 
@@ -51,10 +53,14 @@ def best_call(fn, reps: int) -> tuple[float, object]:
     return best_time(call, reps=reps, min_time=0.0), out[0]
 
 
-def conv_layers(net: S.Network) -> list[tuple[str, tuple, tuple]]:
-    """(source population, source shape (C, H, W), target shape) of every 3×3 stride-1 ungrouped conv."""
+def conv_layers(net: S.Network, dtype) -> list[tuple[str, tuple, tuple, object]]:
+    """(source population, source shape (C, H, W), target shape, the scatter's weight dtype) of every 3×3
+    stride-1 ungrouped conv; the weight dtype is the engine's (float32 for float32-exact kernels in a
+    float64 run: evsnn.engine.pack.narrow_weights)."""
     pops = {p.name for p in net.populations}
-    return [(pr.pre, tuple(pr.pre_shape), tuple(pr.post_shape)) for pr in net.projections
+    return [(pr.pre, tuple(pr.pre_shape), tuple(pr.post_shape),
+             np.float32 if narrow_weights(pr.kernel, dtype) is not None else np.dtype(dtype))
+            for pr in net.projections
             if isinstance(pr, S.ConvProjection) and pr.pre in pops and pr.stride == (1, 1)
             and pr.kernel.shape[:2] == (3, 3) and pr.kernel.shape[2] == pr.pre_shape[0]]
 
@@ -97,16 +103,17 @@ def main(argv=None) -> None:
           f"({tg / t1:.2f}× the default)")
     rng = np.random.default_rng(0)
     peak, seen = 0.0, set()
-    for src, (c, h, w), (co, _, _) in conv_layers(net):
+    for src, (c, h, w), (co, _, _), wdt in conv_layers(net, dtype):
         act = min(max(step_activity(res, src, c * h * w), 0.01), 1.0)
-        key = (c, h, co, round(act, 2))
+        key = (c, h, co, round(act, 2), np.dtype(wdt).name)
         if key in seen or h != w:
             continue
         seen.add(key)
-        ev, _de, ks, _macs, _fan = conv_case(c, h, co, act, rng, dtype=np.dtype(dtype))
+        ev, _de, ks, _macs, _fan = conv_case(c, h, co, act, rng, dtype=np.dtype(dtype), wdtype=wdt)
         r = ks / _best(ev)
         peak = max(peak, r)
-        print(f"  conv_scatter {c}x{h}x{w}->{co} at activity {act:.2f}: {r / 1e9:.2f} GSOP/s")
+        print(f"  conv_scatter {c}x{h}x{w}->{co} at activity {act:.2f}, {np.dtype(wdt).name} weights: "
+              f"{r / 1e9:.2f} GSOP/s")
     if peak == 0:
         raise SystemExit(f"{a.case} has no 3×3 stride-1 conv between populations to measure the kernel on")
     print(f"kernel peak {peak / 1e9:.2f} GSOP/s; effective / peak = {rate / peak:.2f} (target ≥ 0.60)")

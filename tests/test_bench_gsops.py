@@ -17,9 +17,13 @@ def test_gsops_measures_the_3x3_convs_between_populations_at_their_step_activity
     res = engine.simulate(net, x)
     convs = [pr for pr in net.projections if isinstance(pr, S.ConvProjection)]
     assert [pr.pre for pr in convs][0] == S.INPUT  # the first conv reads the input: no events, not measured
-    layers = gs.conv_layers(net)
-    assert layers == [(pr.pre, tuple(pr.pre_shape), tuple(pr.post_shape)) for pr in convs[1:]]
-    for name, shape, _ in layers:
+    layers = gs.conv_layers(net, np.float64)
+    assert [ly[:3] for ly in layers] == [(pr.pre, tuple(pr.pre_shape), tuple(pr.post_shape)) for pr in convs[1:]]
+    for (*_, wdt), pr in zip(layers, convs[1:]):  # the kernel is timed with the weights the engine scatters
+        exact32 = np.array_equal(pr.kernel.astype(np.float32).astype(np.float64), pr.kernel)
+        assert np.dtype(wdt) == (np.float32 if exact32 else np.float64)
+        assert np.dtype(gs.conv_layers(net, np.float32)[0][3]) == np.float32
+    for name, shape, _, _ in layers:
         size = int(np.prod(shape))
         sp = res.spikes_pos[name] + res.spikes_neg[name]
         a = gs.step_activity(res, name, size)

@@ -196,10 +196,12 @@ def test_results_do_not_depend_on_thread_count_path_or_group():
     assert_same(ref_simulate(net, x, sleep="auto", record=("counts", "raster")), runs[0])
 
 
-def _real_net(preset):
+def _real_net(preset, scales=(0.7, 1.3, 0.9, 1.9, 1.0)):
     """A conv → max-pool → conv with a residual add → dense net with He-normal float32 weights (not dyadic:
-    the order of additions shows in the last bits of membranes and readout)."""
+    the order of additions shows in the last bits of membranes and readout); ``scales``: its activations'
+    (powers of two keep the converted kernels float32 numbers)."""
     rng = np.random.default_rng(7)
+    s1, s2, s2b, s3, s4 = scales
 
     def he(*shape):
         return (rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32).astype(float)
@@ -207,17 +209,17 @@ def _real_net(preset):
     g = A.AnnGraph([
         A.Input("x", (), (2, 8, 8)),
         A.Conv("c1", ("x",), he(6, 2, 3, 3), he(6, 1)[:, 0] * 0.1, (1, 1), (1, 1, 1, 1), 1),
-        A.QuantAct("a1", ("c1",), 7, 0.7, 0.0),
+        A.QuantAct("a1", ("c1",), 7, s1, 0.0),
         A.MaxPool("m1", ("a1",), (2, 2), (2, 2)),
         A.Conv("c2", ("m1",), he(6, 6, 3, 3), he(6, 1)[:, 0] * 0.1, (1, 1), (1, 1, 1, 1), 1),
-        A.QuantAct("a2", ("c2",), 7, 1.3, 0.0),
+        A.QuantAct("a2", ("c2",), 7, s2, 0.0),
         A.Conv("c3", ("m1",), he(6, 6, 1, 1), he(6, 1)[:, 0] * 0.1, (1, 1), (0, 0, 0, 0), 1),
-        A.QuantAct("a2b", ("c3",), 7, 0.9, 0.0),
+        A.QuantAct("a2b", ("c3",), 7, s2b, 0.0),
         A.Add("r", ("a2", "m1", "a2b")),  # three sources into one accumulator: their order shows
-        A.QuantAct("a3", ("r",), 7, 1.9, 0.0),
+        A.QuantAct("a3", ("r",), 7, s3, 0.0),
         A.Flatten("f", ("a3",)),
         A.Dense("d1", ("f",), he(10, 96), he(10, 1)[:, 0] * 0.1),
-        A.QuantAct("a4", ("d1",), 7, 1.0, 0.0),
+        A.QuantAct("a4", ("d1",), 7, s4, 0.0),
         A.Dense("out", ("a4",), he(3, 10), he(3, 1)[:, 0]),
     ], "out", "real")
     x = np.abs(rng.standard_normal((7, 2, 8, 8)))
@@ -503,3 +505,38 @@ def test_values_are_the_counts_where_every_spike_carries_one(preset):
     got.values[k][0, 0] += 5
     assert got.values[k][0, 0] == got.counts[k][0, 0] + 5
     assert len(got.values) == len(got.counts) and set(got.values) == set(got.counts)
+
+
+def test_narrow_weights_only_where_every_weight_is_a_float32_number():
+    from evsnn.engine.pack import narrow_weights
+
+    rng = np.random.default_rng(3)
+    k32 = rng.standard_normal((3, 3, 4, 5)).astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(narrow_weights(k32, np.float64), k32.reshape(-1).astype(np.float32))
+    assert narrow_weights(k32, np.float32) is None  # the float32 engine's weights are float32 already
+    k64 = k32.copy()
+    k64[1, 2, 3, 4] += 2.0 ** -40  # one weight off the float32 grid
+    assert narrow_weights(k64, np.float64) is None
+    assert narrow_weights(np.array([1e300, 1.0]), np.float64) is None  # beyond float32's range
+
+
+@pytest.mark.parametrize("preset", ["casc", "if"])
+def test_float32_exact_kernels_scatter_from_float32_with_the_same_records(preset, monkeypatch):
+    """pack stores a float32-exact conv kernel (here He-normal float32 weights, not dyadic, with
+    power-of-two activation scales) a second time as float32 for the float64 event scatter: every record equals, bit for bit, the run that scatters the
+    float64 copy (each weight converts back exactly, so every product and sum is the same)."""
+    from evsnn.engine import pack
+    from evsnn.engine.pack import CV_W32, J_KIND, K_CONV
+
+    net, x = _real_net(preset, scales=(0.5, 1.0, 1.0, 2.0, 1.0))  # power-of-two scales (Brevitas po2, HGQ)
+    kw = dict(sleep="auto", path="event", dtype=np.float64, record=("counts", "raster"))
+    if preset == "if":
+        kw["wake"] = 12
+    prep = engine.prepare(net, np.float64)
+    convs = [r for r in prep.packed.ji if r[J_KIND] == K_CONV]
+    assert convs and all(r[CV_W32] >= 0 for r in convs)
+    narrow = engine.simulate(prep, x, **kw)
+    monkeypatch.setattr(pack, "narrow_weights", lambda kernel, dtype: None)
+    wide_prep = engine.prepare(net, np.float64)
+    assert all(r[CV_W32] == -1 for r in wide_prep.packed.ji if r[J_KIND] == K_CONV)
+    assert_same(engine.simulate(wide_prep, x, **kw), narrow)

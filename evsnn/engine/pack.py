@@ -46,21 +46,34 @@ MODEL_CODES = {"if": M_IF, "cif": M_CIF, "bitserial": M_BIT, "maxpool": M_MAX}
 
 # projection table columns
 J_KIND, J_PRE, J_POST, J_DELAY, J_FAN, J_NPRE, J_NPOST, J_A = range(8)
-NJI = J_A + 16
+NJI = J_A + 17
 K_DENSE, K_CONV, K_POOL, K_IDENT, K_MAX, K_NOOP = range(6)
 # kind-specific columns (from J_A on; module constants, so Numba folds them like literals):
 # dense (CSR): indptr off (ibuf), indices off (idx32), data off (wbuf), dense copy off (wbuf, −1 none)
 DN_INDPTR, DN_INDICES, DN_DATA, DN_DENSE = range(J_A, J_A + 4)
 # conv: weight off (kh, kw, cig, cout), kernel, group and geometry sizes, strides, top/left pads,
-#       dense-layout weight off (groups, kh·kw·cig, cog)
+#       dense-layout weight off (groups, kh·kw·cig, cog), narrow weight off (−1 none; see narrow_weights)
 CV_WOFF, CV_KH, CV_KW, CV_CIG, CV_COUT, CV_GROUPS, CV_H, CV_W, CV_CIN, CV_HO, CV_WO, CV_SH, CV_SW, CV_PT, CV_PL, \
-    CV_WDOFF = range(J_A, J_A + 16)
+    CV_WDOFF, CV_W32 = range(J_A, J_A + 17)
 # pool / max: weight off (pool: (Ho, Wo); max: −1), window, channels, geometry, strides, top/left pads
 PL_WOFF, PL_KH, PL_KW, PL_C, PL_H, PL_W, PL_HO, PL_WO, PL_SH, PL_SW, PL_PT, PL_PL = range(J_A, J_A + 12)
 # identity: map off (ibuf; −1 direct), weight off (wbuf)
 ID_MAP, ID_WOFF = range(J_A, J_A + 2)
 
 DENSE_COPY_MAX_BYTES = 64 << 20  # CSR projections denser than 1/2 and smaller than this get a dense copy
+
+
+def narrow_weights(kernel: np.ndarray, dtype) -> np.ndarray | None:
+    """The conv kernel as float32 for the float64 engine's event scatter, when every weight is a float32
+    number (weights trained and exported in float32, dyadic ones), else None. The scatter converts each
+    back to float64 as it reads it, exactly, so the sums are bit for bit those of the float64 kernel,
+    from half the bytes (the deep layers' weights stream from L3 or memory: bench/gsops.py)."""
+    if np.dtype(dtype) != np.float64:
+        return None
+    k = np.asarray(kernel, dtype=np.float64).reshape(-1)
+    with np.errstate(over="ignore"):
+        k32 = k.astype(np.float32)
+    return k32 if np.array_equal(k32.astype(np.float64), k) else None
 
 
 def _perm(shape) -> np.ndarray:
@@ -207,6 +220,12 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         wlen[0] += len(a)
         return o
 
+    def wput_bytes(a):  # a float64 array of raw words: appended as they are, not converted
+        o = wlen[0]
+        wparts.append(a)
+        wlen[0] += len(a)
+        return o
+
     def iput(a, parts=iparts, ln=ilen, dt=np.int64):
         a = np.asarray(a).reshape(-1).astype(dt)
         o = ln[0]
@@ -269,6 +288,10 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             row[CV_SH], row[CV_SW], row[CV_PT], row[CV_PL] = pr.stride[0], pr.stride[1], pr.pads[0], pr.pads[1]
             row[CV_WDOFF] = wput(np.asarray(pr.kernel, dtype=np.float64).reshape(kh * kw * cig, g, cog)
                                  .transpose(1, 0, 2))
+            row[CV_W32] = -1
+            k32 = narrow_weights(pr.kernel, dtype)
+            if k32 is not None:  # stored in wbuf's bytes (float64 words), read back as a float32 view
+                row[CV_W32] = wput_bytes(np.concatenate([k32, np.zeros(len(k32) % 2, np.float32)]).view(np.float64))
             max_cols = max(max_cols, ho * wo * kh * kw * cig + ho * wo * cog)
         elif isinstance(pr, (S.PoolProjection, S.MaxProjection)):
             if isinstance(pr, S.PoolProjection) and row[J_KIND] != K_NOOP:
@@ -293,7 +316,8 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
     out_ptr = np.zeros(P + 2, dtype=np.int64)
     np.add.at(out_ptr, np.asarray(srcs, dtype=np.int64) + 1, 1)
     out_ptr = np.cumsum(out_ptr)
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(1, dt))
+    # same-dtype concatenation copies the words as they are (wput_bytes' float32 pairs stay intact)
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(1, dt))
     return Packed(
         names=[p.name for p in pops], sizes=[p.size for p in pops], perms=perms[:P], out_perm=perms[P],
         in_perm=in_perm, pi=pi, v0=v0, theta=theta, bias=bias, ji=ji, jf=jf,

@@ -20,13 +20,14 @@ that, so its remaining records are padding (readout held, zeros elsewhere).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
-    CV_CIG, CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_WDOFF, CV_WO,
-    CV_WOFF, DN_DATA, DN_DENSE, DN_INDICES, DN_INDPTR, ID_MAP, ID_WOFF, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST,
+    CV_CIG, CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_W32, CV_WDOFF,
+    CV_WO, CV_WOFF, DN_DATA, DN_DENSE, DN_INDICES, DN_INDPTR, ID_MAP, ID_WOFF, J_DELAY, J_KIND, J_NPOST, J_NPRE, J_POST,
     K_CONV, K_DENSE, K_IDENT, K_MAX, K_POOL, M_CIF, M_MAX, PI_ACCOFF, PI_ACCSZ, PI_BOFF, PI_BS, PI_COFF, PI_DOFF,
     PI_DRIVE, PI_GATE, PI_HALF_EVEN, PI_LEVELS, PI_MODEL, PI_NBLK, PI_OFF, PI_RESET, PI_SHIFT, PI_SIZE, PI_SLOT,
     PI_TRACK, PL_C, PL_H, PL_HO, PL_KH, PL_KW, PL_PL, PL_PT, PL_SH, PL_SW, PL_W, PL_WO, PL_WOFF,
@@ -64,11 +65,17 @@ def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mar
             if track:
                 full[rr, q] = 1
             return
-        o = j[CV_WOFF]
         ln = kh * kw * cig * cout
-        n = KN.conv_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], kh, kw, cig, cout, groups, j[CV_H], j[CV_W],
-                            j[CV_CIN], j[CV_HO], j[CV_WO], j[CV_SH], j[CV_SW], j[CV_PT], j[CV_PL],
-                            acc, track, mark, lst, n)
+        o = j[CV_W32]
+        if o >= 0:  # float32 weights in wbuf's words (pack.narrow_weights): the same sums, half the bytes
+            n = KN.conv_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + (ln + 1) // 2].view(np.float32)[:ln], kh, kw, cig,
+                                cout, groups, j[CV_H], j[CV_W], j[CV_CIN], j[CV_HO], j[CV_WO], j[CV_SH], j[CV_SW],
+                                j[CV_PT], j[CV_PL], acc, track, mark, lst, n)
+        else:
+            o = j[CV_WOFF]
+            n = KN.conv_scatter(ev_idx, ev_sig, n_ev, wbuf[o:o + ln], kh, kw, cig, cout, groups, j[CV_H], j[CV_W],
+                                j[CV_CIN], j[CV_HO], j[CV_WO], j[CV_SH], j[CV_SW], j[CV_PT], j[CV_PL],
+                                acc, track, mark, lst, n)
     elif kind == K_DENSE:
         npre = j[J_NPRE]
         npost = j[J_NPOST]
