@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import zlib
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -143,6 +144,10 @@ CASES = {  # name → (graph builder, preset, wake, sleep, samples, data)
 
 
 def build_case(name: str, samples: int | None):
+    """(network, inputs, wake, sleep) of case ``name``; its random weights depend on the name alone, not on
+    which cases were built before it in this process."""
+    global _RNG
+    _RNG = np.random.default_rng(zlib.crc32(name.encode()))
     make, preset, wake, sleep, n, data = CASES[name]
     n = min(n, samples) if samples else n
     if data == "digits":

@@ -76,3 +76,14 @@ def test_worker_reports_errors_as_one_line(tmp_path):
                        input=json.dumps({"case": str(tmp_path)}) + "\n", capture_output=True, text=True, timeout=300)
     reply = json.loads(p.stdout.splitlines()[-1])
     assert reply.keys() == {"error"} and "KeyError" in reply["error"]
+
+
+def test_case_weights_do_not_depend_on_the_cases_built_before():
+    peers = bench_script("peers")
+    first = peers.build_case("vgg6-casc", 1)[0]
+    peers.build_case("digits-if", 1)
+    peers.build_case("resnet18-casc", 1)
+    again = peers.build_case("vgg6-casc", 1)[0]
+    for a, b in zip(first.projections, again.projections):
+        np.testing.assert_array_equal(getattr(a, "kernel", 0), getattr(b, "kernel", 0))
+    assert any(hasattr(pr, "kernel") for pr in first.projections)
