@@ -523,10 +523,11 @@ def test_narrow_weights_only_where_every_weight_is_a_float32_number():
 @pytest.mark.parametrize("preset", ["casc", "if"])
 def test_float32_exact_kernels_scatter_from_float32_with_the_same_records(preset, monkeypatch):
     """pack stores a float32-exact conv kernel (here He-normal float32 weights, not dyadic, with
-    power-of-two activation scales) a second time as float32 for the float64 event scatter: every record equals, bit for bit, the run that scatters the
-    float64 copy (each weight converts back exactly, so every product and sum is the same)."""
+    power-of-two activation scales) for the float64 event scatter once, as float32: every record equals,
+    bit for bit, the run that scatters it as float64 (each weight converts back exactly, so every product
+    and sum is the same)."""
     from evsnn.engine import pack
-    from evsnn.engine.pack import CV_W32, J_KIND, K_CONV
+    from evsnn.engine.pack import CV_W32, CV_WOFF, J_KIND, K_CONV
 
     net, x = _real_net(preset, scales=(0.5, 1.0, 1.0, 2.0, 1.0))  # power-of-two scales (Brevitas po2, HGQ)
     kw = dict(sleep="auto", path="event", dtype=np.float64, record=("counts", "raster"))
@@ -534,9 +535,14 @@ def test_float32_exact_kernels_scatter_from_float32_with_the_same_records(preset
         kw["wake"] = 12
     prep = engine.prepare(net, np.float64)
     convs = [r for r in prep.packed.ji if r[J_KIND] == K_CONV]
-    assert convs and all(r[CV_W32] >= 0 for r in convs)
+    assert convs and all(r[CV_W32] >= 0 and r[CV_WOFF] == -1 for r in convs)  # stored once, as float32
+    words = prep.packed.wbuf.view(np.float32)
+    for r, pr in zip(prep.packed.ji, net.projections):
+        if r[J_KIND] == K_CONV:
+            k = pr.kernel.reshape(-1)
+            np.testing.assert_array_equal(words[2 * r[CV_W32]:2 * r[CV_W32] + len(k)], k)
     narrow = engine.simulate(prep, x, **kw)
     monkeypatch.setattr(pack, "narrow_weights", lambda kernel, dtype: None)
     wide_prep = engine.prepare(net, np.float64)
-    assert all(r[CV_W32] == -1 for r in wide_prep.packed.ji if r[J_KIND] == K_CONV)
+    assert all(r[CV_W32] == -1 and r[CV_WOFF] >= 0 for r in wide_prep.packed.ji if r[J_KIND] == K_CONV)
     assert_same(engine.simulate(wide_prep, x, **kw), narrow)

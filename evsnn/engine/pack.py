@@ -51,8 +51,9 @@ K_DENSE, K_CONV, K_POOL, K_IDENT, K_MAX, K_NOOP = range(6)
 # kind-specific columns (from J_A on; module constants, so Numba folds them like literals):
 # dense (CSR): indptr off (ibuf), indices off (idx32), data off (wbuf), dense copy off (wbuf, −1 none)
 DN_INDPTR, DN_INDICES, DN_DATA, DN_DENSE = range(J_A, J_A + 4)
-# conv: weight off (kh, kw, cig, cout), kernel, group and geometry sizes, strides, top/left pads,
-#       dense-layout weight off (groups, kh·kw·cig, cog), narrow weight off (−1 none; see narrow_weights)
+# conv: weight off (kh, kw, cig, cout; −1 when stored narrow), kernel, group and geometry sizes, strides,
+#       top/left pads, dense-layout weight off (groups, kh·kw·cig, cog), narrow (float32) weight off (−1 none;
+#       see narrow_weights)
 CV_WOFF, CV_KH, CV_KW, CV_CIG, CV_COUT, CV_GROUPS, CV_H, CV_W, CV_CIN, CV_HO, CV_WO, CV_SH, CV_SW, CV_PT, CV_PL, \
     CV_WDOFF, CV_W32 = range(J_A, J_A + 17)
 # pool / max: weight off (pool: (Ho, Wo); max: −1), window, channels, geometry, strides, top/left pads
@@ -220,12 +221,6 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         wlen[0] += len(a)
         return o
 
-    def wput_bytes(a):  # a float64 array of raw words: appended as they are, not converted
-        o = wlen[0]
-        wparts.append(a)
-        wlen[0] += len(a)
-        return o
-
     def iput(a, parts=iparts, ln=ilen, dt=np.int64):
         a = np.asarray(a).reshape(-1).astype(dt)
         o = ln[0]
@@ -282,16 +277,18 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             _, ho, wo = pr.post_shape
             g = pr.groups
             cog = cout // g
-            row[CV_WOFF] = wput(pr.kernel)
+            # the event scatter's kernel: float32 words in wbuf where every weight is a float32 number
+            # (CV_W32; wput copies a float64 array's words as they are in the float64 engine, the only one
+            # narrow_weights answers), else the engine dtype's (CV_WOFF); the other column is −1
+            k32 = narrow_weights(pr.kernel, dtype)
+            row[CV_WOFF] = wput(pr.kernel) if k32 is None else -1
+            row[CV_W32] = -1 if k32 is None else wput(
+                np.concatenate([k32, np.zeros(len(k32) % 2, np.float32)]).view(np.float64))
             row[CV_KH], row[CV_KW], row[CV_CIG], row[CV_COUT], row[CV_GROUPS] = kh, kw, cig, cout, g
             row[CV_H], row[CV_W], row[CV_CIN], row[CV_HO], row[CV_WO] = h, w, cin, ho, wo
             row[CV_SH], row[CV_SW], row[CV_PT], row[CV_PL] = pr.stride[0], pr.stride[1], pr.pads[0], pr.pads[1]
             row[CV_WDOFF] = wput(np.asarray(pr.kernel, dtype=np.float64).reshape(kh * kw * cig, g, cog)
                                  .transpose(1, 0, 2))
-            row[CV_W32] = -1
-            k32 = narrow_weights(pr.kernel, dtype)
-            if k32 is not None:  # stored in wbuf's bytes (float64 words), read back as a float32 view
-                row[CV_W32] = wput_bytes(np.concatenate([k32, np.zeros(len(k32) % 2, np.float32)]).view(np.float64))
             max_cols = max(max_cols, ho * wo * kh * kw * cig + ho * wo * cog)
         elif isinstance(pr, (S.PoolProjection, S.MaxProjection)):
             if isinstance(pr, S.PoolProjection) and row[J_KIND] != K_NOOP:
@@ -316,7 +313,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
     out_ptr = np.zeros(P + 2, dtype=np.int64)
     np.add.at(out_ptr, np.asarray(srcs, dtype=np.int64) + 1, 1)
     out_ptr = np.cumsum(out_ptr)
-    # same-dtype concatenation copies the words as they are (wput_bytes' float32 pairs stay intact)
+    # same-dtype concatenation copies the words as they are (CV_W32's float32 pairs stay intact)
     cat = (lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(1, dt))
     return Packed(
         names=[p.name for p in pops], sizes=[p.size for p in pops], perms=perms[:P], out_perm=perms[P],
