@@ -89,6 +89,50 @@ def test_conv_scatter_equals_onnx_conv(case, frac, seed, dtype):
     np.testing.assert_array_equal(acc2, acc)
 
 
+def _conv_scatter_per_event(idx, sig, w, kh, kw, cig, cout, groups, h, w_, cin, ho, wo, stride, pads, acc):
+    """NumPy: one event at a time, in order, each adding s·w[ky, kx, ci, group's columns] at its outputs."""
+    cog = cout // groups
+    k = w.reshape(kh, kw, cig, cout)
+    for j, s in zip(idx, sig):
+        pos, c = divmod(int(j), cin)
+        y, x = divmod(pos, w_)
+        g, ci = divmod(c, cig)
+        for ky in range(kh):
+            for kx in range(kw):
+                ny, nx = y + pads[0] - ky, x + pads[1] - kx
+                if ny < 0 or nx < 0 or ny % stride[0] or nx % stride[1]:
+                    continue
+                oy, ox = ny // stride[0], nx // stride[1]
+                if oy < ho and ox < wo:
+                    ob = (oy * wo + ox) * cout + g * cog
+                    acc[ob:ob + cog] += s * k[ky, kx, ci, g * cog:(g + 1) * cog]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([1, 1, 2]), st.integers(1, 11), st.integers(1, 9), st.integers(1, 3), st.integers(3, 6),
+       st.integers(1, 2), st.floats(0.05, 1.0), st.integers(0, 2**31),
+       st.sampled_from([(np.float64, np.float64), (np.float64, np.float32), (np.float32, np.float32)]))
+def test_conv_scatter_adds_events_in_order_on_real_weights(groups, cig, cog, k, h, stride, frac, seed, dtypes):
+    """He-normal (non-dyadic) weights, where the order of additions shows in the last bits: the scatter,
+    which takes the events of one position together, adds them to every output in event order, exactly
+    as one event at a time does (runs of 1 to 22 events: every unrolled path)."""
+    dtype, wdtype = dtypes
+    rng = np.random.default_rng(seed)
+    cin, cout = cig * groups, cog * groups
+    kern = (rng.standard_normal((k, k, cig, cout)) * np.sqrt(2 / (k * k * cig))).astype(wdtype)
+    idx, sig, _ = _events(rng, h * h * cin, frac, dtype)
+    ho = (h + 2 - k) // stride + 1
+    acc = rng.standard_normal(ho * ho * cout).astype(dtype)  # a membrane input already holding currents
+    want = acc.copy()
+    _conv_scatter_per_event(idx, sig, kern.reshape(-1), k, k, cig, cout, groups, h, h, cin, ho, ho,
+                            (stride, stride), (1, 1), want)
+    mark = np.zeros(ho * ho, np.uint8)
+    lst = np.zeros(ho * ho, np.int64)
+    KN.conv_scatter(idx, sig, len(idx), kern.reshape(-1), k, k, cig, cout, groups, h, h, cin, ho, ho, stride,
+                    stride, 1, 1, acc, True, mark, lst, 0)
+    np.testing.assert_array_equal(acc, want)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.sampled_from([(2, 2, 0), (3, 2, 1), (2, 1, 0)]),
        st.integers(0, 2**31))

@@ -51,25 +51,57 @@ def csr_scatter(ev_idx, ev_sig, n_ev, indptr, indices, data, acc, track, mark, l
     return n
 
 
+@njit(cache=True, inline="always")
+def _run_end(ev_idx, e0, n_ev, lo, hi):
+    """The end of the run of events from e0 on whose index lies in [lo, hi) (one input position)."""
+    e1 = e0 + 1
+    while e1 < n_ev and lo <= ev_idx[e1] < hi:
+        e1 += 1
+    return e1
+
+
+@njit(cache=True, inline="always")
+def _add_rows(a, w, wk, cout, ev_idx, ev_sig, e0, e1, c0):
+    """a += Σ_e s_e·w[wk + (j_e − c0)·cout:][:cout] over events e0..e1, added to each a[q] in event order
+    (the sums of one event at a time, bit for bit), four events per pass over ``a``: one load and store
+    of ``a`` per four weight rows instead of per row."""
+    e = e0
+    while e + 4 <= e1:
+        s0, s1, s2, s3 = ev_sig[e], ev_sig[e + 1], ev_sig[e + 2], ev_sig[e + 3]
+        o0 = wk + (ev_idx[e] - c0) * cout
+        o1 = wk + (ev_idx[e + 1] - c0) * cout
+        o2 = wk + (ev_idx[e + 2] - c0) * cout
+        o3 = wk + (ev_idx[e + 3] - c0) * cout
+        b0, b1, b2, b3 = w[o0:o0 + cout], w[o1:o1 + cout], w[o2:o2 + cout], w[o3:o3 + cout]
+        for q in range(cout):
+            a[q] = (((a[q] + s0 * b0[q]) + s1 * b1[q]) + s2 * b2[q]) + s3 * b3[q]
+        e += 4
+    while e < e1:
+        s0 = ev_sig[e]
+        o0 = wk + (ev_idx[e] - c0) * cout
+        b0 = w[o0:o0 + cout]
+        for q in range(cout):
+            a[q] += s0 * b0[q]
+        e += 1
+
+
 @njit(cache=True)
 def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl,
                  acc, track, mark, lst, n):
-    """Implicit conv fan-out: event (y, x, c) adds s·w[ky, kx, ci, g·cog:(g+1)·cog] at every covered (oy, ox)."""
+    """Implicit conv fan-out: event (y, x, c) adds s·w[ky, kx, ci, g·cog:(g+1)·cog] at every covered (oy, ox).
+
+    Consecutive events at one input position (they come sorted by index, channels last) share the window
+    walk, and each covered output position takes their rows together (:func:`_add_rows`); every output
+    still receives the events' products one by one in event order, so the sums equal the one-event-at-a-time
+    scatter bit for bit."""
     cog = cout // groups
-    last = -1
-    x = y = 0
-    for e in range(n_ev):
-        j = ev_idx[e]
-        s = ev_sig[e]
-        pos = j // Cin  # events come sorted by index: runs of one position share the divisions below
-        c = j - pos * Cin
-        if pos != last:
-            last = pos
-            y = pos // W
-            x = pos - y * W
-        g = c // cig
-        ci = c - g * cig
-        co0 = g * cog
+    e0 = 0
+    while e0 < n_ev:
+        pos = ev_idx[e0] // Cin
+        c0 = pos * Cin
+        e1 = _run_end(ev_idx, e0, n_ev, c0, c0 + Cin)
+        y = pos // W
+        x = pos - y * W
         for ky in range(kh):
             ny = y + pt - ky
             if ny < 0:
@@ -92,14 +124,23 @@ def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, 
                     ox = nx // sw
                 if ox >= Wo:
                     continue
-                ob = (oy * Wo + ox) * cout + co0
-                wb = ((ky * kw + kx) * cig + ci) * cout + co0
-                a = acc[ob:ob + cog]  # slices: the inner loop vectorises (no index wrap-around checks)
-                b = w[wb:wb + cog]
-                for q in range(cog):
-                    a[q] += s * b[q]
+                ob = (oy * Wo + ox) * cout
+                wk = (ky * kw + kx) * cig * cout
+                if groups == 1:
+                    _add_rows(acc[ob:ob + cout], w, wk, cout, ev_idx, ev_sig, e0, e1, c0)
+                else:
+                    for e in range(e0, e1):
+                        c = ev_idx[e] - c0
+                        g = c // cig
+                        co0 = g * cog
+                        a = acc[ob + co0:ob + co0 + cog]  # slices: the inner loop vectorises
+                        b = w[wk + (c - g * cig) * cout + co0:wk + (c - g * cig) * cout + co0 + cog]
+                        s = ev_sig[e]
+                        for q in range(cog):
+                            a[q] += s * b[q]
                 if track:
                     n = _mark(oy * Wo + ox, mark, lst, n)
+        e0 = e1
     return n
 
 
