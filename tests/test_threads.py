@@ -47,6 +47,22 @@ def _spy(monkeypatch, seen, fail=False):
     monkeypatch.setattr(engine_run, "run_batch", spy)
 
 
+def test_input_drive_is_computed_with_blas_on_one_thread(blas_at_two, monkeypatch):
+    """The input-fed drive (a NumPy conv/matmul of the batch) runs before the engine's threads start: with
+    BLAS at two threads its workers would then spin on the engine threads' cores, so it runs at one too."""
+    net, x = _dense_net()
+    real, seen = engine_run.input_drive_grid, []
+
+    def spy(*args):
+        seen.append(threads.blas_threads())
+        return real(*args)
+
+    monkeypatch.setattr(engine_run, "input_drive_grid", spy)
+    engine.simulate(net, x, threads=2)
+    assert len(seen) == 1 and set(seen[0]) == {1}
+    assert set(threads.blas_threads()) == {2}
+
+
 def test_engine_runs_blas_on_one_thread_and_restores_it(blas_at_two, monkeypatch):
     net, x = _dense_net()
     seen = []

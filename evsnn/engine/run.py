@@ -13,7 +13,7 @@ from evsnn.errors import ConversionError
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 from evsnn.ir.records import CountValues, SimResult, check_batch, input_spikes, make_plan, readout_quantizer
-from evsnn.threads import engine_pools, engine_threads
+from evsnn.threads import engine_pools, engine_threads, one_blas_thread
 
 PATHS = ("auto", "event", "dense")
 
@@ -150,8 +150,9 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     else:
         rate = np.zeros((n, 0, 0), dtype=np.uint8)
         xin = np.ascontiguousarray(x.reshape(n, -1)[:, pk.in_perm])
-    dq, du = input_drive_grid(net, pk, x.reshape(n, -1)) if pk.ndyn and not use_rate else (
-        np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1)))
+    with one_blas_thread():  # OpenBLAS's workers spin ~0.1 s after a threaded call, on the engine threads' cores
+        dq, du = input_drive_grid(net, pk, x.reshape(n, -1)) if pk.ndyn and not use_rate else (
+            np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1)))
     bitserial = net.preset == "bitserial"
     T = plan.max_steps
     thr = path_thresholds(prep, path)
