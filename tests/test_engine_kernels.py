@@ -200,7 +200,8 @@ def test_may_fire_cif_never_rules_out_a_spike(seed, dtype):
 def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     """Kernels == evsnn.models, floor and half-even rounding (values on a k/8 grid: many v = θ and v = 0)."""
     rng = np.random.default_rng(seed)
-    n = 17 if seed % 2 else NR.MANY + 23  # update_cif's one-neuron-at-a-time and marking passes
+    # update_cif's one-neuron-at-a-time and marking passes (the marks read eight at a time: any tail)
+    n = 17 if seed % 2 else NR.MANY + 23 + seed % 16
     theta = rng.integers(1, 5, n) / 2.0
     v = rng.integers(-16, 17, n) / 8.0
     cur = rng.integers(-24, 25, n) / 8.0
@@ -224,6 +225,15 @@ def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     np.testing.assert_array_equal(cc, wc)
     assert list(ev_i[:ne]) == list(np.flatnonzero(ws))
     np.testing.assert_array_equal(ev_s[:ne], ws[ws != 0])
+    # the same on the neurons lo..n only (a block of a population): the others untouched
+    lo = int(rng.integers(0, 9))
+    vv, cc, ev_i2 = v.astype(dtype), count.copy(), np.zeros(n, np.int64)
+    ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), lo, n, False, cap,
+                       half_even, ev_i2, ev_s, 0)
+    np.testing.assert_array_equal(vv[lo:], wv[lo:])
+    np.testing.assert_array_equal(vv[:lo], v[:lo].astype(dtype))
+    np.testing.assert_array_equal(cc[lo:], wc[lo:])
+    assert list(ev_i2[:ne]) == list(lo + np.flatnonzero(ws[lo:]))
     # can_fire_cif: a neuron can fire iff a step with no input would make it spike
     v2 = (v + cur).astype(dtype)
     _, _, s0 = models.cif_step(v + cur, count, np.zeros(n), theta, cap, half_even)

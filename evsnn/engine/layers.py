@@ -216,39 +216,45 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
                     quiet = silent_from(q, wake, ji, stop[g])
                     pre[:] = -1
                     nxt = t0
+                    # sample g's views, made once per window: each view made in the step loop costs an atomic
+                    # reference count increment and decrement
+                    vg, cg, valg, accg, inpg, cvg = v[g], cnt[g], val[g], acc[g], inp[g], cvals[g]
+                    mkg, lsg, lng, flg = mark[g], lst[g], lst_n[g], full[g]
+                    iig, isg, lig, lxg, lzg, lcg = in_idx[g], in_sig[g], lin[g], log_idx[g], log_sig[g], lnum[g]
+                    dbg, dug, drg, dmg = dbase[g], dunit[g], drem[g], dmod[g]
                     for t in range(t0, t1):
                         kk = t - t0
                         if mbs[q] >= 0 and t == nxt:
                             nxt = plan_dense(mbs[q], q, t, t0, t1, wake, bitserial, use_rate, pi, ji, wbuf, thr,
-                                             in_idx[g], in_sig[g], lin[g], log_idx[g], log_sig[g], lnum[g], sig,
-                                             bbuf, pre, sel)
+                                             iig, isg, lig, lxg, lzg, lcg, sig, bbuf, pre, sel)
                         deliver(q, t, kk, P, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, pi, use_rate, wake,
-                                bitserial, thr, acc[g], mark[g], lst[g], lst_n[g], full[g], in_idx[g], in_sig[g],
-                                lin[g], log_idx[g], log_sig[g], lnum[g], sig, scratch, mbs[q], pre, bbuf)
-                        ne = _update_pop(q, t, 0, 1, pi, ji, v0, theta, bias, v[g], cnt[g], val[g], acc[g], inp[g],
-                                         cvals[g], mark[g], lst[g], lst_n[g], full[g], carry, log_idx[g, kk],
-                                         log_sig[g, kk], wake, bitserial, bits, shift_den, dbase[g], dunit[g],
-                                         drem[g], dmod[g], dsteps)
-                        lnum[g, kk, q] = ne
+                                bitserial, thr, accg, mkg, lsg, lng, flg, iig, isg, lig, lxg, lzg, lcg, sig, scratch,
+                                mbs[q], pre, bbuf)
+                        ek, sk = lxg[kk], lzg[kk]
+                        ne = _update_pop(q, t, 0, 1, pi, ji, v0, theta, bias, vg, cg, valg, accg, inpg, cvg, mkg,
+                                         lsg, lng, flg, carry, ek, sk, wake, bitserial, bits, shift_den, dbg, dug,
+                                         drg, dmg, dsteps)
+                        lcg[kk, q] = ne
                         if ne > 0:
-                            record_events(n0 + g, t, q, ne, pi, log_idx[g, kk], log_sig[g, kk], fan, ext,
-                                          max_steps, rec_pos, rec_neg, rec_sops, raster, do_raster)
+                            record_events(n0 + g, t, q, ne, pi, ek, sk, fan, ext, max_steps, rec_pos, rec_neg,
+                                          rec_sops, raster, do_raster)
                         elif t >= quiet:
                             stop[g, q] = t
                             break
             for g in range(k):
                 pre[:] = -1
                 nxt = t0
+                accg, inpg, outg, mkg, lsg, lng, flg = acc[g], inp[g], out[g], mark[g], lst[g], lst_n[g], full[g]
+                iig, isg, lig, lxg, lzg, lcg = in_idx[g], in_sig[g], lin[g], log_idx[g], log_sig[g], lnum[g]
                 for t in range(t0, min(t1, t_end[g])):
                     kk = t - t0
                     if mbs[P] >= 0 and t == nxt:
                         nxt = plan_dense(mbs[P], P, t, t0, t1, wake, bitserial, use_rate, pi, ji, wbuf, thr,
-                                         in_idx[g], in_sig[g], lin[g], log_idx[g], log_sig[g], lnum[g], sig, bbuf,
-                                         pre, sel)
+                                         iig, isg, lig, lxg, lzg, lcg, sig, bbuf, pre, sel)
                     deliver(P, t, kk, P, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, pi, use_rate, wake,
-                            bitserial, thr, acc[g], mark[g], lst[g], lst_n[g], full[g], in_idx[g], in_sig[g],
-                            lin[g], log_idx[g], log_sig[g], lnum[g], sig, scratch, mbs[P], pre, bbuf)
-                    step_readout(n0 + g, t, pi, bias, ext, wake, bitserial, 1, acc[g], inp[g], out[g], rec_out)
+                            bitserial, thr, accg, mkg, lsg, lng, flg, iig, isg, lig, lxg, lzg, lcg, sig, scratch,
+                            mbs[P], pre, bbuf)
+                    step_readout(n0 + g, t, pi, bias, ext, wake, bitserial, 1, accg, inpg, outg, rec_out)
                     silent[g] = silent[g] + 1
                     for p in range(P):
                         if lnum[g, kk, p] > 0:

@@ -106,53 +106,23 @@ def may_fire_cif(vi, th, c, cap):
     return up | down
 
 
-@njit(cache=True)
-def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
-    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign)."""
-    # passes with the same result per neuron as the one-pass rule: integration, which for a many-neuron
-    # update also marks the neurons that may fire (may_fire_cif has no division and no branch, so the
-    # loop vectorises and reads each membrane once), then the exact rule (q = v/θ as in cif_sign) on the
-    # marked ones only (the rest skipped on a predicted branch), then the spikes
-    many = hi - lo >= MANY
-    maybe = np.empty(hi - lo if many else 0, dtype=np.bool_)
-    if many and on:
-        for i in range(lo, hi):
-            vi = v[i] + ((acc[i] + inp[i]) + bias[i])
-            acc[i] = 0
-            v[i] = vi
-            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
-    elif many:
-        for i in range(lo, hi):
-            vi = v[i] + acc[i]
-            acc[i] = 0
-            v[i] = vi
-            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
-    elif on:
-        for i in range(lo, hi):
-            cur = (acc[i] + inp[i]) + bias[i]
-            acc[i] = 0
-            v[i] = v[i] + cur
-    else:
-        for i in range(lo, hi):
-            v[i] = v[i] + acc[i]
-            acc[i] = 0
-    n0 = n_ev
-    for i in range(lo, hi):
-        if many:
-            if not maybe[i - lo]:
-                continue
-        elif not may_fire_cif(v[i], theta[i], cnt[i], cap):
-            continue
-        vi = v[i]
-        th = theta[i]
-        c = cnt[i]
-        q = vi / th
-        ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
-        odd = half_even & ((c & 1) == 1)
-        up = (q > 1) | ((q == 1) & (odd | (not half_even)))  # floor: q ≥ 1
-        down = (q < 0) | ((q == 0) & odd)  # floor: q < 0
-        fire = (up & (c < cap)) | (down & (c > 0))
-        n_ev += 1 if fire else 0
+@njit(cache=True, inline="always")
+def _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, n_ev):
+    """Lists neuron i (a candidate) in ``ev_idx[n_ev]`` and returns n_ev + 1 if it fires (cif_sign ≠ 0),
+    else n_ev: the exact rule, without a branch on the outcome."""
+    q = v[i] / theta[i]
+    c = cnt[i]
+    ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
+    odd = half_even & ((c & 1) == 1)
+    up = (q > 1) | ((q == 1) & (odd | (not half_even)))  # floor: q ≥ 1
+    down = (q < 0) | ((q == 0) & odd)  # floor: q < 0
+    fire = (up & (c < cap)) | (down & (c > 0))
+    return n_ev + (1 if fire else 0)
+
+
+@njit(cache=True, inline="always")
+def _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev):
+    """The spikes of the listed neurons ev_idx[n0:n_ev] (each fires): reset by ±θ, count, signal."""
     for e in range(n0, n_ev):
         i = ev_idx[e]
         vi = v[i]
@@ -163,6 +133,61 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
         val[i] += s
         ev_sig[e] = s
     return n_ev
+
+
+@njit(cache=True)
+def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
+    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign)."""
+    # passes with the same result per neuron as the one-pass rule: integration (no branch: vectorises),
+    # the exact rule (q = v/θ as in cif_sign) on the neurons may_fire_cif does not rule out, the spikes.
+    # Many neurons: _update_cif_marked. A few (a block of the sleep phase): no scratch array, whose
+    # allocation would cost more than the update
+    if hi - lo >= MANY:
+        return _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig,
+                                  n_ev)
+    if on:
+        for i in range(lo, hi):
+            cur = (acc[i] + inp[i]) + bias[i]
+            acc[i] = 0
+            v[i] = v[i] + cur
+    else:
+        for i in range(lo, hi):
+            v[i] = v[i] + acc[i]
+            acc[i] = 0
+    n0 = n_ev
+    for i in range(lo, hi):
+        if may_fire_cif(v[i], theta[i], cnt[i], cap):
+            n_ev = _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev)
+
+
+@njit(cache=True)
+def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
+    """:func:`update_cif` on many neurons: the integration also marks the neurons that may fire (reading
+    each membrane once), and the exact rule runs on the marked ones, found eight marks at a time."""
+    nw = (hi - lo + 7) // 8
+    maybe = np.empty(nw * 8, dtype=np.uint8)
+    maybe[nw * 8 - 8:] = 0  # the last word's marks past hi
+    if on:
+        for i in range(lo, hi):
+            vi = v[i] + ((acc[i] + inp[i]) + bias[i])
+            acc[i] = 0
+            v[i] = vi
+            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
+    else:
+        for i in range(lo, hi):
+            vi = v[i] + acc[i]
+            acc[i] = 0
+            v[i] = vi
+            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
+    n0 = n_ev
+    words = maybe.view(np.uint64)
+    for w in range(nw):
+        if words[w] != 0:
+            for k in range(8 * w, 8 * w + 8):
+                if maybe[k] != 0:
+                    n_ev = _cif_list(lo + k, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev)
 
 
 @njit(cache=True)
