@@ -11,6 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from evsnn import models
 from evsnn.engine import kernels as KN
 from evsnn.engine import neurons as NR
+from evsnn.ir import drive as DR
 
 
 def _events(rng, n, frac, dtype, signed=True):
@@ -288,3 +289,39 @@ def test_gate_kernel_equals_maxpool_gate(dtype):
     ne, _ = NR.update_gate(cvals, cc, np.zeros(8), 0, 4, 2, 2, c, h, w, 2, 2, 2, 0, 0, ev_i, ev_s, 0)
     np.testing.assert_array_equal(cc, want_c)
     assert list(ev_i[:ne]) == list(np.flatnonzero(want_s))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(0, 300), st.integers(1, 9), st.sampled_from([np.float32, np.float64]),
+       st.booleans())
+def test_update_cif_drive_equals_drive_add_then_update_cif(seed, n, steps, dtype, half_even):
+    """The fused delivery step: the same membranes, counts, carries and spikes, bit for bit, as drive_add
+    followed by update_cif, step after step, on real (non-dyadic) drives, currents and thresholds."""
+    rng = np.random.default_rng(seed)
+    lo = int(rng.integers(0, 4))
+    size = lo + n
+    theta = rng.uniform(0.1, 2.0, size).astype(dtype)
+    q, unit = DR.grid(rng.standard_normal(size) * 3, 15, 0.5)
+    base, un = np.zeros(size, dtype), np.zeros(size, dtype)
+    rem, mod = np.zeros(size, np.int64), np.zeros(size, np.int64)
+    NR.drive_init(q, unit, steps, base, un, rem, mod)
+    v, cnt = (rng.standard_normal(size) * theta).astype(dtype), rng.integers(-2, 3, size)
+    want = [v.copy(), cnt.copy(), mod.copy()]
+    got = [v.copy(), cnt.copy(), mod.copy()]
+    z = np.zeros(size, dtype)
+    cap = int(rng.integers(1, 8))
+    for t in range(steps):
+        cur = (rng.standard_normal(size) * theta).astype(dtype)
+        ei, es = np.zeros(size, np.int64), np.zeros(size, dtype)
+        acc = cur.copy()
+        NR.drive_add(acc, base, un, rem, want[2], steps, lo, size)
+        ne = NR.update_cif(want[0], want[1], np.zeros(size), acc, z, z, theta, lo, size, False, cap, half_even,
+                           ei, es, 0)
+        fi, fs = np.zeros(size, np.int64), np.zeros(size, dtype)
+        acc2 = cur.copy()
+        nf = NR.update_cif_drive(got[0], got[1], np.zeros(size), acc2, theta, base, un, rem, got[2], steps, lo,
+                                 size, cap, half_even, fi, fs, 0)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(acc2, acc)
+        assert nf == ne and list(fi[:nf]) == list(ei[:ne]) and list(fs[:nf]) == list(es[:ne])

@@ -36,25 +36,28 @@ def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, 
     sd = shift_den[0]
     # two passes: the integration loop has no branch on the neuron and vectorises; the threshold scan
     # is cheap (spikes are rare). Same result per neuron as the one-pass rule.
+    # (over slices from 0: an index that may be negative gets Numba's wrap-around select, which keeps LLVM
+    # from vectorising; the same holds for every integration loop below)
+    vs, ac, ip, bi, th = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], theta[lo:hi]
     if on and shift:
-        for i in range(lo, hi):
-            cur = (acc[i] + inp[i]) + bias[i]
-            acc[i] = 0
-            v[i] = v[i] + (cur + theta[i] / sd)
+        for k in range(hi - lo):
+            cur = (ac[k] + ip[k]) + bi[k]
+            ac[k] = 0
+            vs[k] = vs[k] + (cur + th[k] / sd)
     elif on:
-        for i in range(lo, hi):
-            cur = (acc[i] + inp[i]) + bias[i]
-            acc[i] = 0
-            v[i] = v[i] + cur
+        for k in range(hi - lo):
+            cur = (ac[k] + ip[k]) + bi[k]
+            ac[k] = 0
+            vs[k] = vs[k] + cur
     elif shift:
-        for i in range(lo, hi):
-            cur = acc[i]
-            acc[i] = 0
-            v[i] = v[i] + (cur + theta[i] / sd)
+        for k in range(hi - lo):
+            cur = ac[k]
+            ac[k] = 0
+            vs[k] = vs[k] + (cur + th[k] / sd)
     else:
-        for i in range(lo, hi):
-            v[i] = v[i] + acc[i]
-            acc[i] = 0
+        for k in range(hi - lo):
+            vs[k] = vs[k] + ac[k]
+            ac[k] = 0
     # threshold scan without a branch on the neuron (near 50 % activity a branch mispredicts half the time):
     # every index is written, the count advances only on a spike; then the spikes are applied
     n0 = n_ev
@@ -168,26 +171,58 @@ def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half
     nw = (hi - lo + 7) // 8
     maybe = np.empty(nw * 8, dtype=np.uint8)
     maybe[nw * 8 - 8:] = 0  # the last word's marks past hi
+    vs, ac, ip, bi, th, cs = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], theta[lo:hi], cnt[lo:hi]
     if on:
-        for i in range(lo, hi):
-            vi = v[i] + ((acc[i] + inp[i]) + bias[i])
-            acc[i] = 0
-            v[i] = vi
-            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
+        for k in range(hi - lo):
+            vi = vs[k] + ((ac[k] + ip[k]) + bi[k])
+            ac[k] = 0
+            vs[k] = vi
+            maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
     else:
-        for i in range(lo, hi):
-            vi = v[i] + acc[i]
-            acc[i] = 0
-            v[i] = vi
-            maybe[i - lo] = may_fire_cif(vi, theta[i], cnt[i], cap)
-    n0 = n_ev
+        for k in range(hi - lo):
+            vi = vs[k] + ac[k]
+            ac[k] = 0
+            vs[k] = vi
+            maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
+    n1 = _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
+
+
+@njit(cache=True)
+def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, lo, hi, cap, half_even, ev_idx, ev_sig,
+                     n_ev):
+    """:func:`drive_add` then :func:`update_cif` (input and bias off) in one pass over the neurons: each
+    takes acc + its drive increment, then v + that, the same additions in the same order (bit for bit),
+    reading the currents once."""
+    nw = (hi - lo + 7) // 8
+    maybe = np.empty(nw * 8, dtype=np.uint8)
+    maybe[max(nw * 8 - 8, 0):] = 0  # the last word's marks past hi
+    vs, ac, th, cs = v[lo:hi], acc[lo:hi], theta[lo:hi], cnt[lo:hi]
+    bs, us, rs, ms = base[lo:hi], unit[lo:hi], rem[lo:hi], mod[lo:hi]
+    for k in range(hi - lo):
+        m = ms[k] + rs[k]
+        over = m >= steps
+        ms[k] = m - steps if over else m
+        cur = ac[k] + ((bs[k] + us[k]) if over else bs[k])
+        ac[k] = 0
+        vi = vs[k] + cur
+        vs[k] = vi
+        maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
+    n1 = _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
+
+
+@njit(cache=True, inline="always")
+def _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev):
+    """The marked neurons (``maybe[k]`` ≠ 0 for neuron lo + k) that fire listed from ev_idx[n_ev] on, the
+    marks read eight at a time (most words are 0); returns the new count."""
     words = maybe.view(np.uint64)
     for w in range(nw):
         if words[w] != 0:
             for k in range(8 * w, 8 * w + 8):
                 if maybe[k] != 0:
                     n_ev = _cif_list(lo + k, v, theta, cnt, cap, half_even, ev_idx, n_ev)
-    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev)
+    return n_ev
 
 
 @njit(cache=True)
@@ -393,8 +428,9 @@ def drive_add(acc, base, unit, rem, mod, steps, lo, hi):
     ``mod`` carries t·rem mod steps from step to step (no division per neuron and step); the increment
     equals :func:`evsnn.ir.drive.grid_increment` (tested).
     """
-    for i in range(lo, hi):  # selects, not branches (the loop vectorises); same numbers in the same dtype
-        m = mod[i] + rem[i]
+    ac, bs, us, rs, ms = acc[lo:hi], base[lo:hi], unit[lo:hi], rem[lo:hi], mod[lo:hi]
+    for k in range(hi - lo):  # selects, not branches (the loop vectorises); same numbers in the same dtype
+        m = ms[k] + rs[k]
         over = m >= steps
-        mod[i] = m - steps if over else m
-        acc[i] = acc[i] + ((base[i] + unit[i]) if over else base[i])
+        ms[k] = m - steps if over else m
+        ac[k] = ac[k] + ((bs[k] + us[k]) if over else bs[k])

@@ -131,8 +131,10 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     mk = mark[r, b0:b0 + nb]
     ls = lst[r, b0:b0 + nb]
     on = (t == 0) if bitserial else (t < wake)
+    # a delivery step of a drive (always updated in full: t < wake); a CIF population adds it as it integrates
+    fuse = pi[p, PI_DRIVE] != 0 and t < dsteps and t < wake and model == M_CIF and not bitserial
     if pi[p, PI_DRIVE] != 0:
-        if t < dsteps:  # a delivery step (always updated in full: t < wake)
+        if t < dsteps and not fuse:
             NR.drive_add(accp, dbase[off:off + size], dunit[off:off + size], drem[off:off + size],
                          dmod[off:off + size], dsteps, 0, size)
         on = False  # its drive replaces input and bias
@@ -200,7 +202,12 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
                     carry[nc] = b
                     nc += 1
         elif model == M_CIF:
-            n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0)
+            if fuse:
+                n_ev = NR.update_cif_drive(vp, cp, valp, accp, th, dbase[off:off + size], dunit[off:off + size],
+                                           drem[off:off + size], dmod[off:off + size], dsteps, 0, size, cap, he,
+                                           ei, es, 0)
+            else:
+                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0)
             if sleep:
                 for b in range(nb):
                     if NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he):
