@@ -325,3 +325,24 @@ def test_update_cif_drive_equals_drive_add_then_update_cif(seed, n, steps, dtype
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(acc2, acc)
         assert nf == ne and list(fi[:nf]) == list(ei[:ne]) and list(fs[:nf]) == list(es[:ne])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 300))
+def test_drive_init_divides_exactly_near_2_53_and_at_the_int64_ends(seed, steps):
+    """drive_init's floor division (a float quotient checked by its remainder) equals NumPy's on grids
+    where the quotient lies within rounding of an integer: multiples of ``steps`` ± 1 up to 2^53 and
+    beyond, and the int64 ends (a NaN drive's grid)."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(-(2**53) // steps, 2**53 // steps, 64, dtype=np.int64)
+    q = np.concatenate([k * steps + rng.integers(-1, 2, 64), rng.integers(-(2**62), 2**62, 16, dtype=np.int64),
+                        np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max,
+                                  2**53 - 1, 2**53, 2**53 + 1, -(2**53) - 1, 0, -1])]).astype(np.int64)
+    unit = np.full(len(q), 2.0 ** -20)
+    base, un = np.zeros(len(q)), np.zeros(len(q))
+    rem, mod = np.zeros(len(q), np.int64), np.ones(len(q), np.int64)
+    NR.drive_init(q, unit, steps, base, un, rem, mod)
+    qt = np.floor_divide(q, steps)
+    np.testing.assert_array_equal(rem, q - qt * steps)
+    np.testing.assert_array_equal(base, qt.astype(np.float64) * unit)
+    assert not mod.any()

@@ -385,26 +385,31 @@ def grid_rows(d, perm, levels, off, half_even, q, u, o):
     """q[n, o + i], u[n, o + i] = the drive grid (Q, 2^-F) of d[n, perm[i]] for every sample n: the
     operations of :func:`evsnn.ir.drive.grid` (``off`` = φ, or φ − ½ for ``half_even``), each exact, so
     the same numbers (tested), with the gather into internal order fused in. frexp's exponent is read
-    from the bits and ldexp is a product with a power of two (exact: no result leaves the normal range)."""
-    bits = np.empty(1, dtype=np.float64)
-    ibits = bits.view(np.int64)
+    from the bits and ldexp is a product with a power of two (exact: no result leaves the normal range).
+    Two passes per sample, each over slices from 0 and without branches, so that both vectorise."""
+    m = perm.shape[0]
+    xs = np.empty(m, dtype=np.float64)  # a sample's clamped drives, in internal order
+    mags = np.empty(m, dtype=np.float64)
+    mbits = mags.view(np.int64)
     for n in range(d.shape[0]):
-        for i in range(perm.shape[0]):
-            x = d[n, perm[i]]
-            if x < -CLAMP:  # NaN passes unchanged, as through np.clip
-                x = -CLAMP
-            elif x > CLAMP:
-                x = CLAMP
-            mag = np.ceil(abs(x)) + levels + 2.0  # an integer in [3, 2^51), or NaN
-            bits[0] = mag
-            e = ((ibits[0] >> 52) & 0x7FF) - 1022 if mag == mag else 0  # frexp(mag)[1]
+        dn = d[n]
+        for i in range(m):
+            x = dn[perm[i]]
+            x = -CLAMP if x < -CLAMP else (CLAMP if x > CLAMP else x)  # NaN passes unchanged, as through np.clip
+            xs[i] = x
+            mags[i] = np.ceil(abs(x)) + levels + 2.0  # an integer in [3, 2^51), or NaN
+        qn = q[n, o:o + m]
+        un = u[n, o:o + m]
+        for i in range(m):
+            mag = mags[i]
+            e = ((mbits[i] >> 52) & 0x7FF) - 1022 if mag == mag else 0  # frexp(mag)[1]
             f = max(52 - e, 2)
-            y = (x + off) * POW2[f]
+            y = (xs[i] + off) * POW2[f]
             qi = np.int64(np.floor(y))
-            if half_even and (qi & ((np.int64(1) << f) - 1)) == (np.int64(1) << (f - 1)) and y != qi:
-                qi += 1  # a false tie: one unit up, the same side of k + ½ (ir.drive.grid)
-            q[n, o + i] = qi - np.int64(off * POW2[f])
-            u[n, o + i] = POW2_NEG[f]
+            # a false tie: one unit up, the same side of k + ½ (ir.drive.grid)
+            tie = half_even & ((qi & ((np.int64(1) << f) - 1)) == (np.int64(1) << (f - 1))) & (y != qi)
+            qn[i] = (qi + (1 if tie else 0)) - np.int64(off * POW2[f])
+            un[i] = POW2_NEG[f]
 
 
 @njit(cache=True)
@@ -413,8 +418,16 @@ def drive_init(q, u, steps, base, unit, rem, mod):
 
     Same numbers as :func:`evsnn.ir.drive.grid_split` (tested).
     """
+    fs = float(steps)
     for i in range(len(q)):
-        qt = q[i] // steps  # floor division, as NumPy's
+        # floor division, as NumPy's, without an integer division on the common path: the float quotient's
+        # floor is exact or one off (|Q| < 2^53, exact in float64), which the remainder shows; else (a NaN
+        # drive's Q, or a rounding across an integer) the integer division decides
+        qi = q[i]
+        qt = np.int64(np.floor(qi / fs))
+        r = qi - qt * steps
+        if r < 0 or r >= steps:
+            qt = qi // steps
         base[i] = qt * u[i]
         unit[i] = u[i]
         rem[i] = q[i] - qt * steps
