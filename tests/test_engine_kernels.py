@@ -346,3 +346,34 @@ def test_drive_init_divides_exactly_near_2_53_and_at_the_int64_ends(seed, steps)
     np.testing.assert_array_equal(rem, q - qt * steps)
     np.testing.assert_array_equal(base, qt.astype(np.float64) * unit)
     assert not mod.any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 9), st.sampled_from([(2, 2, 0), (2, 1, 0), (3, 2, 1), (2, 2, 1)]),
+       st.integers(2, 7), st.sampled_from([np.float32, np.float64]))
+def test_update_gate_equals_maxpool_gate_on_any_window(seed, c, geom, h, dtype):
+    """Max-pool gates, whole 2×2 windows (one branch-free pass over four rows) and clipped or 3×3 ones,
+    on real-valued inputs (ties, NaN-free) against ops.maxpool2d and models.maxpool_gate: counts, the
+    spikes in order, and whether a gate that spiked is still off by ≥ 1."""
+    from evsnn.ir import ops
+    k, s, pd = geom
+    rng = np.random.default_rng(seed)
+    ho = (h + 2 * pd - k) // s + 1
+    cvals = (rng.integers(-6, 10, h * h * c) / rng.choice([1.0, 2.0, 3.0])).astype(dtype)
+    cnt = rng.integers(0, 5, ho * ho * c)
+    x = cvals.astype(np.float64).reshape(h, h, c).transpose(2, 0, 1)[None]
+    wmax = ops.maxpool2d(x, (k, k), (s, s), (pd, pd, pd, pd))[0].transpose(1, 2, 0).reshape(-1)
+    want_c, want_s = models.maxpool_gate(wmax, cnt)
+    p0 = int(rng.integers(0, ho * ho))
+    p1 = int(rng.integers(p0, ho * ho + 1))
+    sl = slice(p0 * c, p1 * c)
+    cc = cnt.copy()
+    ev_i, ev_s = np.zeros(ho * ho * c, np.int64), np.zeros(ho * ho * c, dtype)
+    ne, still = NR.update_gate(cvals, cc, np.zeros(ho * ho * c), p0, p1, k, k, c, h, h, ho, s, s, pd, pd, ev_i,
+                               ev_s, 0)
+    np.testing.assert_array_equal(cc[sl], want_c[sl])
+    np.testing.assert_array_equal(cc[:p0 * c], cnt[:p0 * c])
+    assert list(ev_i[:ne]) == list(p0 * c + np.flatnonzero(want_s[sl]))
+    np.testing.assert_array_equal(ev_s[:ne], want_s[sl][want_s[sl] != 0])
+    left = wmax[sl] - want_c[sl]
+    assert still == bool(((want_s[sl] != 0) & (np.abs(left) >= 1)).any())

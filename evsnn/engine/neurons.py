@@ -148,15 +148,16 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
     if hi - lo >= MANY:
         return _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig,
                                   n_ev)
+    vs, ac, ip, bi = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi]  # from 0: see update_if
     if on:
-        for i in range(lo, hi):
-            cur = (acc[i] + inp[i]) + bias[i]
-            acc[i] = 0
-            v[i] = v[i] + cur
+        for k in range(hi - lo):
+            cur = (ac[k] + ip[k]) + bi[k]
+            ac[k] = 0
+            vs[k] = vs[k] + cur
     else:
-        for i in range(lo, hi):
-            v[i] = v[i] + acc[i]
-            acc[i] = 0
+        for k in range(hi - lo):
+            vs[k] = vs[k] + ac[k]
+            ac[k] = 0
     n0 = n_ev
     for i in range(lo, hi):
         if may_fire_cif(v[i], theta[i], cnt[i], cap):
@@ -310,6 +311,37 @@ def window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
     return m
 
 
+@njit(cache=True, inline="always")
+def _gate_2x2(cvals, cnt, val, i0, r0, row, C, ev_idx, ev_sig, n_ev):
+    """:func:`update_gate`'s rule for the C gates from i0 on, whose window is the 2×2 block of inputs at
+    r0, r0 + C, r0 + row, r0 + row + C (channels last): the maximum taken in that order, as window_max
+    does; the spikes listed without a branch (every index written, the count advanced on a spike).
+    Returns (n_ev, whether a gate that spiked is still off by ≥ 1)."""
+    a, b = cvals[r0:r0 + C], cvals[r0 + C:r0 + 2 * C]
+    c_, d_ = cvals[r0 + row:r0 + row + C], cvals[r0 + row + C:r0 + row + 2 * C]
+    cs, vs = cnt[i0:i0 + C], val[i0:i0 + C]
+    still = False
+    for c in range(C):
+        m = -np.inf
+        q = a[c]
+        m = q if q > m else m
+        q = b[c]
+        m = q if q > m else m
+        q = c_[c]
+        m = q if q > m else m
+        q = d_[c]
+        m = q if q > m else m
+        d = m - cs[c]
+        s = 1 if d >= 1 else (-1 if d <= -1 else 0)
+        cs[c] += s
+        vs[c] += s
+        ev_idx[n_ev] = i0 + c  # n_ev ≤ gates scanned so far < population size: in bounds
+        ev_sig[n_ev] = s
+        n_ev += 1 if s != 0 else 0
+        still = still | ((s != 0) & ((d - s >= 1) | (d - s <= -1)))
+    return n_ev, still
+
+
 @njit(cache=True)
 def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev_idx, ev_sig, n_ev):
     """Max-pool gates at positions p0..p1: s = clip(max_i c_i − S, −1, 1); S += s. Returns (n_ev, still_off)."""
@@ -322,6 +354,10 @@ def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev
         y1 = min(oy * sh - pt + kh, H)
         x0 = max(ox * sw - pl, 0)
         x1 = min(ox * sw - pl + kw, W)
+        if y1 - y0 == 2 and x1 - x0 == 2:  # a whole 2×2 window (most max pools): its four rows, no branches
+            n_ev, fired = _gate_2x2(cvals, cnt, val, p * C, (y0 * W + x0) * C, W * C, C, ev_idx, ev_sig, n_ev)
+            still = still or fired
+            continue
         for c in range(C):
             i = p * C + c
             m = -np.inf
