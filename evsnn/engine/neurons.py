@@ -27,6 +27,20 @@ def _current(acc, inp, bias, i, on):
     return cur
 
 
+@njit(cache=True, inline="always")
+def _integrate(v, acc, inp, bias, on):
+    """v += I with I = (acc + inp) + bias while ``on``, else acc; acc cleared (slices of one length)."""
+    if on:
+        for k in range(len(v)):
+            cur = (acc[k] + inp[k]) + bias[k]
+            acc[k] = 0
+            v[k] = v[k] + cur
+    else:
+        for k in range(len(v)):
+            v[k] = v[k] + acc[k]
+            acc[k] = 0
+
+
 @njit(cache=True)
 def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, zero_reset, ev_idx, ev_sig, n_ev):
     """IF: v += I; s = [v ≥ θ]; v -= θ (or v = 0). ``shift`` adds θ/shift_den[0] (Deng & Gu δ = θ/(2T)).
@@ -44,20 +58,13 @@ def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, 
             cur = (ac[k] + ip[k]) + bi[k]
             ac[k] = 0
             vs[k] = vs[k] + (cur + th[k] / sd)
-    elif on:
-        for k in range(hi - lo):
-            cur = (ac[k] + ip[k]) + bi[k]
-            ac[k] = 0
-            vs[k] = vs[k] + cur
     elif shift:
         for k in range(hi - lo):
             cur = ac[k]
             ac[k] = 0
             vs[k] = vs[k] + (cur + th[k] / sd)
     else:
-        for k in range(hi - lo):
-            vs[k] = vs[k] + ac[k]
-            ac[k] = 0
+        _integrate(vs, ac, ip, bi, on)
     # threshold scan without a branch on the neuron (near 50 % activity a branch mispredicts half the time):
     # every index is written, the count advances only on a spike; then the spikes are applied
     n0 = n_ev
@@ -148,16 +155,7 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
     if hi - lo >= MANY:
         return _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig,
                                   n_ev)
-    vs, ac, ip, bi = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi]  # from 0: see update_if
-    if on:
-        for k in range(hi - lo):
-            cur = (ac[k] + ip[k]) + bi[k]
-            ac[k] = 0
-            vs[k] = vs[k] + cur
-    else:
-        for k in range(hi - lo):
-            vs[k] = vs[k] + ac[k]
-            ac[k] = 0
+    _integrate(v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], on)  # from 0: see update_if
     n0 = n_ev
     for i in range(lo, hi):
         if may_fire_cif(v[i], theta[i], cnt[i], cap):
