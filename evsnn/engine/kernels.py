@@ -133,8 +133,9 @@ def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, 
                         c = ev_idx[e] - c0
                         g = c // cig
                         co0 = g * cog
+                        o = wk + (c - g * cig) * cout + co0
                         a = acc[ob + co0:ob + co0 + cog]  # slices: the inner loop vectorises
-                        b = w[wk + (c - g * cig) * cout + co0:wk + (c - g * cig) * cout + co0 + cog]
+                        b = w[o:o + cog]
                         s = ev_sig[e]
                         for q in range(cog):
                             a[q] += s * b[q]

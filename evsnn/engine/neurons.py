@@ -167,9 +167,7 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
 def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
     """:func:`update_cif` on many neurons: the integration also marks the neurons that may fire (reading
     each membrane once), and the exact rule runs on the marked ones, found eight marks at a time."""
-    nw = (hi - lo + 7) // 8
-    maybe = np.empty(nw * 8, dtype=np.uint8)
-    maybe[nw * 8 - 8:] = 0  # the last word's marks past hi
+    nw, maybe = _marks(hi - lo)
     vs, ac, ip, bi, th, cs = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], theta[lo:hi], cnt[lo:hi]
     if on:
         for k in range(hi - lo):
@@ -193,22 +191,26 @@ def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, lo, h
     """:func:`drive_add` then :func:`update_cif` (input and bias off) in one pass over the neurons: each
     takes acc + its drive increment, then v + that, the same additions in the same order (bit for bit),
     reading the currents once."""
-    nw = (hi - lo + 7) // 8
-    maybe = np.empty(nw * 8, dtype=np.uint8)
-    maybe[max(nw * 8 - 8, 0):] = 0  # the last word's marks past hi
+    nw, maybe = _marks(hi - lo)
     vs, ac, th, cs = v[lo:hi], acc[lo:hi], theta[lo:hi], cnt[lo:hi]
     bs, us, rs, ms = base[lo:hi], unit[lo:hi], rem[lo:hi], mod[lo:hi]
     for k in range(hi - lo):
-        m = ms[k] + rs[k]
-        over = m >= steps
-        ms[k] = m - steps if over else m
-        cur = ac[k] + ((bs[k] + us[k]) if over else bs[k])
+        cur = ac[k] + _drive_increment(bs, us, rs, ms, k, steps)
         ac[k] = 0
         vi = vs[k] + cur
         vs[k] = vi
         maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
     n1 = _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev)
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
+
+
+@njit(cache=True, inline="always")
+def _marks(n):
+    """(word count, marks): room for n one-byte marks in whole 8-byte words, the last word's bytes past n zero."""
+    nw = (n + 7) // 8
+    maybe = np.empty(nw * 8, dtype=np.uint8)
+    maybe[max(nw * 8 - 8, 0):] = 0
+    return nw, maybe
 
 
 @njit(cache=True, inline="always")
@@ -477,7 +479,14 @@ def drive_add(acc, base, unit, rem, mod, steps, lo, hi):
     """
     ac, bs, us, rs, ms = acc[lo:hi], base[lo:hi], unit[lo:hi], rem[lo:hi], mod[lo:hi]
     for k in range(hi - lo):  # selects, not branches (the loop vectorises); same numbers in the same dtype
-        m = ms[k] + rs[k]
-        over = m >= steps
-        ms[k] = m - steps if over else m
-        ac[k] = ac[k] + ((bs[k] + us[k]) if over else bs[k])
+        ac[k] = ac[k] + _drive_increment(bs, us, rs, ms, k, steps)
+
+
+@njit(cache=True, inline="always")
+def _drive_increment(base, unit, rem, mod, k, steps):
+    """Neuron k's drive increment this step (base, or base + unit when the carry ``mod`` + ``rem`` passes
+    ``steps``); advances its carry."""
+    m = mod[k] + rem[k]
+    over = m >= steps
+    mod[k] = m - steps if over else m
+    return (base[k] + unit[k]) if over else base[k]
