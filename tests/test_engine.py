@@ -546,3 +546,34 @@ def test_float32_exact_kernels_scatter_from_float32_with_the_same_records(preset
     wide_prep = engine.prepare(net, np.float64)
     assert all(r[CV_W32] == -1 and r[CV_WOFF] >= 0 for r in wide_prep.packed.ji if r[J_KIND] == K_CONV)
     assert_same(engine.simulate(wide_prep, x, **kw), narrow)
+
+
+def test_a_static_drive_that_repeats_per_position_is_kept_per_channel(monkeypatch):
+    """A conv population's drive (its per-channel bias) is kept once per channel (pack.drive_period): every
+    record equals, bit for bit, the run with one drive state per neuron; a per-neuron (non-periodic) bias
+    keeps one state per neuron and its counts still equal the reference's."""
+    from evsnn.engine import pack as PK
+    net, x = _real_net("casc")
+    pk = engine.prepare(net).packed
+    pers = {n: int(pk.pi[i, PK.PI_DPER]) for i, n in enumerate(pk.names) if pk.pi[i, PK.PI_DRIVE] == PK.D_STATIC}
+    chans = {p.name: p.shape[0] for p in net.populations if len(p.shape) == 3}
+    assert any(pers[n] == chans.get(n) < pk.sizes[pk.names.index(n)] for n in pers), pers
+    kw = dict(sleep="auto", record=("counts", "raster"))
+    got = engine.simulate(net, x, **kw)
+    monkeypatch.setattr(PK, "drive_period", lambda q, u, bs: len(q))
+    per_neuron = engine.simulate(net, x, **kw)
+    assert_same(per_neuron, got)
+    monkeypatch.undo()
+
+    rng = np.random.default_rng(3)
+    name = next(n for n in pers if pers[n] == chans.get(n))
+    pops = [dataclasses.replace(p, bias=p.bias + rng.standard_normal(p.size) * 0.3) if p.name == name else p
+            for p in net.populations]
+    net2 = dataclasses.replace(net, populations=pops)
+    pk2 = engine.prepare(net2).packed
+    i = pk2.names.index(name)
+    assert pk2.pi[i, PK.PI_DPER] == pk2.sizes[i]
+    ref = ref_simulate(net2, x, sleep="auto")
+    got2 = engine.simulate(net2, x, sleep="auto")
+    for k in ref.counts:
+        np.testing.assert_array_equal(got2.counts[k], ref.counts[k], err_msg=k)

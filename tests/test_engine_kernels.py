@@ -292,18 +292,19 @@ def test_gate_kernel_equals_maxpool_gate(dtype):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**31), st.integers(0, 300), st.integers(1, 9), st.sampled_from([np.float32, np.float64]),
-       st.booleans())
-def test_update_cif_drive_equals_drive_add_then_update_cif(seed, n, steps, dtype, half_even):
+@given(st.integers(0, 2**31), st.integers(1, 12), st.integers(1, 25), st.integers(1, 9),
+       st.sampled_from([np.float32, np.float64]), st.booleans(), st.booleans())
+def test_update_cif_drive_equals_drive_add_then_update_cif(seed, C, npos, steps, dtype, half_even, periodic):
     """The fused delivery step: the same membranes, counts, carries and spikes, bit for bit, as drive_add
-    followed by update_cif, step after step, on real (non-dyadic) drives, currents and thresholds."""
+    followed by update_cif, step after step, on real (non-dyadic) drives, currents and thresholds; with one
+    drive state per neuron, and with one per channel of a drive that repeats at every position (per = C)."""
     rng = np.random.default_rng(seed)
-    lo = int(rng.integers(0, 4))
-    size = lo + n
+    size = C * npos
+    per = C if periodic else size
     theta = rng.uniform(0.1, 2.0, size).astype(dtype)
-    q, unit = DR.grid(rng.standard_normal(size) * 3, 15, 0.5)
-    base, un = np.zeros(size, dtype), np.zeros(size, dtype)
-    rem, mod = np.zeros(size, np.int64), np.zeros(size, np.int64)
+    q, unit = DR.grid(rng.standard_normal(per) * 3, 15, 0.5)
+    base, un = np.zeros(per, dtype), np.zeros(per, dtype)
+    rem, mod = np.zeros(per, np.int64), np.zeros(per, np.int64)
     NR.drive_init(q, unit, steps, base, un, rem, mod)
     v, cnt = (rng.standard_normal(size) * theta).astype(dtype), rng.integers(-2, 3, size)
     want = [v.copy(), cnt.copy(), mod.copy()]
@@ -314,17 +315,41 @@ def test_update_cif_drive_equals_drive_add_then_update_cif(seed, n, steps, dtype
         cur = (rng.standard_normal(size) * theta).astype(dtype)
         ei, es = np.zeros(size, np.int64), np.zeros(size, dtype)
         acc = cur.copy()
-        NR.drive_add(acc, base, un, rem, want[2], steps, lo, size)
-        ne = NR.update_cif(want[0], want[1], np.zeros(size), acc, z, z, theta, lo, size, False, cap, half_even,
+        NR.drive_add(acc, base, un, rem, want[2], steps, per)
+        ne = NR.update_cif(want[0], want[1], np.zeros(size), acc, z, z, theta, 0, size, False, cap, half_even,
                            ei, es, 0)
         fi, fs = np.zeros(size, np.int64), np.zeros(size, dtype)
         acc2 = cur.copy()
-        nf = NR.update_cif_drive(got[0], got[1], np.zeros(size), acc2, theta, base, un, rem, got[2], steps, lo,
-                                 size, cap, half_even, fi, fs, 0)
+        nf = NR.update_cif_drive(got[0], got[1], np.zeros(size), acc2, theta, base, un, rem, got[2], steps, per,
+                                 cap, half_even, fi, fs, 0)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(acc2, acc)
         assert nf == ne and list(fi[:nf]) == list(ei[:ne]) and list(fs[:nf]) == list(es[:ne])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 12), st.integers(2, 25), st.integers(1, 40),
+       st.sampled_from([np.float32, np.float64]))
+def test_periodic_drive_equals_the_drive_tiled_per_neuron(seed, C, npos, steps, dtype):
+    """A drive that repeats at every position, kept once per channel (per = C), delivers step after step
+    the same increments, bit for bit, as the same drive tiled to one state per neuron; its carries are the
+    first position's."""
+    rng = np.random.default_rng(seed)
+    size = C * npos
+    q, unit = DR.grid(rng.standard_normal(C) * 10 ** rng.uniform(-3, 2, C), 255, 0.5)
+    states = []
+    for qq, uu in ((q, unit), (np.tile(q, npos), np.tile(unit, npos))):
+        st_ = [np.zeros(len(qq), dtype), np.zeros(len(qq), dtype), np.zeros(len(qq), np.int64),
+               np.zeros(len(qq), np.int64)]
+        NR.drive_init(qq, uu, steps, *st_)
+        states.append(st_)
+    for t in range(steps):
+        a_per, a_all = np.zeros(size, dtype), np.zeros(size, dtype)
+        NR.drive_add(a_per, *states[0], steps, C)
+        NR.drive_add(a_all, *states[1], steps, size)
+        np.testing.assert_array_equal(a_per, a_all)
+        np.testing.assert_array_equal(states[0][3], states[1][3][:C])
 
 
 @settings(max_examples=30, deadline=None)

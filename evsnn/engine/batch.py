@@ -20,9 +20,9 @@ from evsnn.engine.step import finish_sample, init_sample, step_input, step_pop, 
 
 @njit(cache=True)
 def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list,
-                fan, fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, rec_out, rec_pos, rec_neg,
-                rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq, du, sq,
-                su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit, drem, dmod,
+                fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den, rec_out, rec_pos,
+                rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq,
+                du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit, drem, dmod,
                 carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch):
     """Samples lo..hi, ``G`` at a time in lock-step (one state slot each): in each step, population by
     population, every sample of the group in turn, so a layer's weights, read by one sample's scatter,
@@ -72,13 +72,13 @@ def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf,
                     t_end[g] = t + 1
                     left -= 1
         for g in range(k):
-            finish_sample(n0 + g, t_end[g], pi, ext, cnt[g], val[g], out[g], rec_out, counts, values)
+            finish_sample(n0 + g, t_end[g], pi, ext, back, cnt[g], val[g], out[g], rec_out, counts, values)
             silent_out[n0 + g] = silent[g]
 
 
 @njit(cache=True, parallel=True)
 def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
-              out_list, fan, fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
+              out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
               blk_tot, sig_size, scratch_size, batch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos,
               rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
     """Samples split into ``nchunks`` contiguous chunks run in parallel, one per thread, ``group`` samples
@@ -88,7 +88,8 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
     Each sample's arithmetic is the same whatever the order, group or window (a batched dense step
     computes the same products in a larger gemm; see :func:`evsnn.engine.run.simulate` on the paths).
 
-    Records are written in external order (``ext``, see :class:`evsnn.engine.run.Prepared`), population-major:
+    Records are written in external order (``ext`` and its inverse ``back``, see
+    :class:`evsnn.engine.run.Prepared`), population-major:
     ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
     the raster) holding (N, size) (or (N, T, size)) in C order. A sample stops when it is quiet (t ≥ wake
     and no spike in the last D+1 steps): ``qa_out`` its last step (−1: never), ``silent_out`` its quiet steps.
@@ -120,7 +121,7 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
         scratch = np.empty(scratch_size, dtype=theta.dtype)
         if window > 0:
             layers_chunk(lo, hi, G, window, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32,
-                         out_ptr, out_list, fan, fan_in, ext, wake, max_steps, bitserial, bits, thr, shift_den,
+                         out_ptr, out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den,
                          rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
                          values, qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark,
                          lst, lst_n, full, out, dbase, dunit, drem, dmod, carry, sig, scratch,
@@ -131,8 +132,8 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
             ev_in_idx = np.zeros(x.shape[1] + 1, dtype=np.int64)
             ev_in_sig = np.zeros(x.shape[1] + 1, dtype=theta.dtype)
             steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
-                        out_list, fan, fan_in, ext, wake, max_steps, bitserial, bits, R, D, thr, shift_den, rec_out,
-                        rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
+                        out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den,
+                        rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                         qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                         full, out, dbase, dunit, drem, dmod, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig,
                         scratch)

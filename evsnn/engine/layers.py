@@ -129,7 +129,14 @@ def plan_dense(mb, q, ta, t0, t1, wake, bitserial, use_rate, pi, ji, wbuf, thr, 
             KN.events_to_signal(ei, es, n_ev, npre, cols[i])
         pre[k] = nr * K + i * rows * nout
     o = ji[mb, CV_WDOFF] if kind == K_CONV else ji[mb, DN_DENSE]
-    np.dot(cols, wbuf[o:o + K * nout].reshape((K, nout)), out)
+    wd = wbuf[o:o + K * nout].reshape((K, nout))
+    if kind == K_CONV:
+        np.dot(cols, wd, out)  # the rows of several steps' im2col in one gemm, as conv_dense's of one step
+    else:
+        # one gemv a step, the call csr_dense makes: OpenBLAS's gemm kernels sum a dot product in another
+        # order than its gemv on some CPUs (found on an AMD EPYC: 1-ulp readout differences)
+        for i in range(nsel):
+            out[i] = np.dot(cols[i], wd)
     return t
 
 
@@ -164,7 +171,7 @@ def silent_from(q, wake, ji, stop):
 
 @njit(cache=True)
 def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
-                 out_list, fan, fan_in, ext, wake, max_steps, bitserial, bits, thr, shift_den, rec_out, rec_pos,
+                 out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out, rec_pos,
                  rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out,
                  dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit,
                  drem, dmod, carry, sig, scratch, bbuf):
@@ -270,5 +277,5 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
             if done:
                 break
         for g in range(k):
-            finish_sample(n0 + g, t_end[g], pi, ext, cnt[g], val[g], out[g], rec_out, counts, values)
+            finish_sample(n0 + g, t_end[g], pi, ext, back, cnt[g], val[g], out[g], rec_out, counts, values)
             silent_out[n0 + g] = silent[g]

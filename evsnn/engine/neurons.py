@@ -186,21 +186,31 @@ def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half
 
 
 @njit(cache=True)
-def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, lo, hi, cap, half_even, ev_idx, ev_sig,
+def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, cap, half_even, ev_idx, ev_sig,
                      n_ev):
-    """:func:`drive_add` then :func:`update_cif` (input and bias off) in one pass over the neurons: each
-    takes acc + its drive increment, then v + that, the same additions in the same order (bit for bit),
-    reading the currents once."""
-    nw, maybe = _marks(hi - lo)
-    vs, ac, th, cs = v[lo:hi], acc[lo:hi], theta[lo:hi], cnt[lo:hi]
-    bs, us, rs, ms = base[lo:hi], unit[lo:hi], rem[lo:hi], mod[lo:hi]
-    for k in range(hi - lo):
-        cur = ac[k] + _drive_increment(bs, us, rs, ms, k, steps)
-        ac[k] = 0
-        vi = vs[k] + cur
-        vs[k] = vi
-        maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
-    n1 = _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    """:func:`drive_add` then :func:`update_cif` (input and bias off) in one pass over the neurons 0..len(v):
+    each takes acc + its drive increment, then v + that, the same additions in the same order (bit for bit),
+    reading the currents once. Neuron k's drive state is entry k % ``per`` (see :func:`drive_add`)."""
+    n = len(v)
+    nw, maybe = _marks(n)
+    if per == n:
+        for k in range(n):
+            cur = acc[k] + _drive_increment(base, unit, rem, mod, k, steps)
+            acc[k] = 0
+            vi = v[k] + cur
+            v[k] = vi
+            maybe[k] = may_fire_cif(vi, theta[k], cnt[k], cap)
+    else:
+        inc = _drive_increments(base, unit, rem, mod, per, steps)
+        for b in range(0, n, per):
+            for c in range(per):
+                k = np.uint64(b + c)  # unsigned: no negative-index select, the inner loop vectorises
+                cur = acc[k] + inc[c]
+                acc[k] = 0
+                vi = v[k] + cur
+                v[k] = vi
+                maybe[k] = may_fire_cif(vi, theta[k], cnt[k], cap)
+    n1 = _cif_scan(maybe, nw, 0, v, theta, cnt, cap, half_even, ev_idx, n_ev)
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
 
 
@@ -471,15 +481,33 @@ def drive_init(q, u, steps, base, unit, rem, mod):
 
 
 @njit(cache=True)
-def drive_add(acc, base, unit, rem, mod, steps, lo, hi):
+def drive_add(acc, base, unit, rem, mod, steps, per):
     """acc += this step's drive increment: base, plus one unit when ⌊(t+1)·rem/steps⌋ > ⌊t·rem/steps⌋.
 
     ``mod`` carries t·rem mod steps from step to step (no division per neuron and step); the increment
-    equals :func:`evsnn.ir.drive.grid_increment` (tested).
+    equals :func:`evsnn.ir.drive.grid_increment` (tested). Neuron k (of len(acc)) takes the drive state at
+    k % ``per``: ``per`` = len(acc) for one state per neuron, or the channel count of an image population
+    whose drive repeats at every position (engine.pack.drive_period): one increment per channel and step.
     """
-    ac, bs, us, rs, ms = acc[lo:hi], base[lo:hi], unit[lo:hi], rem[lo:hi], mod[lo:hi]
-    for k in range(hi - lo):  # selects, not branches (the loop vectorises); same numbers in the same dtype
-        ac[k] = ac[k] + _drive_increment(bs, us, rs, ms, k, steps)
+    n = len(acc)
+    if per == n:
+        for k in range(n):  # selects, not branches (the loop vectorises); same numbers in the same dtype
+            acc[k] = acc[k] + _drive_increment(base, unit, rem, mod, k, steps)
+    else:
+        inc = _drive_increments(base, unit, rem, mod, per, steps)
+        for b in range(0, n, per):
+            for c in range(per):
+                k = np.uint64(b + c)
+                acc[k] = acc[k] + inc[c]
+
+
+@njit(cache=True, inline="always")
+def _drive_increments(base, unit, rem, mod, per, steps):
+    """This step's increments of drive states 0..per (advancing their carries)."""
+    inc = np.empty(per, dtype=base.dtype)
+    for c in range(per):
+        inc[c] = _drive_increment(base, unit, rem, mod, c, steps)
+    return inc
 
 
 @njit(cache=True, inline="always")

@@ -37,8 +37,12 @@ from evsnn.ir import snn as S
 
 # population table columns
 PI_SIZE, PI_OFF, PI_MODEL, PI_RESET, PI_SHIFT, PI_LEVELS, PI_SLOT, PI_NBLK, PI_BS, PI_BOFF, \
-    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1, PI_DRIVE, PI_DOFF, PI_HALF_EVEN = range(20)
-NPI = 20  # PI_HALF_EVEN: 1 for a population whose ties round to even (Population.rounding)
+    PI_ACCSZ, PI_ACCOFF, PI_GATE, PI_COFF, PI_TRACK, PI_OUT0, PI_OUT1, PI_DRIVE, PI_DOFF, PI_HALF_EVEN, \
+    PI_DPER = range(21)
+NPI = 21  # PI_HALF_EVEN: 1 for a population whose ties round to even (Population.rounding)
+# PI_DPER: the drive's period in internal order: neuron k takes entry k % PI_DPER of the drive state (the
+# channels of an image population whose drive is its per-channel bias: one increment per channel and step;
+# else its size)
 # PI_DRIVE: how the population gets its constant current (evsnn.ir.drive)
 D_NONE, D_STATIC, D_INPUT = range(3)  # per-step bias (+ input); a drive fixed by the network; one fed by x
 M_IF, M_CIF, M_BIT, M_MAX, M_READOUT = range(5)
@@ -75,6 +79,17 @@ def narrow_weights(kernel: np.ndarray, dtype) -> np.ndarray | None:
     with np.errstate(over="ignore"):
         k32 = k.astype(np.float32)
     return k32 if np.array_equal(k32.astype(np.float64), k) else None
+
+
+def drive_period(q: np.ndarray, u: np.ndarray, bs: int) -> int:
+    """``bs`` when the drive grid (q, u) of a population (internal order) repeats every ``bs`` neurons (the
+    channels of one position: a conv layer's per-channel bias), else its size."""
+    n = len(q)
+    if 1 < bs < n and n % bs == 0:
+        qs, us = q.reshape(-1, bs), u.reshape(-1, bs)
+        if (qs == qs[0]).all() and (us == us[0]).all():
+            return bs
+    return n
 
 
 def _perm(shape) -> np.ndarray:
@@ -189,6 +204,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         if not DR.has_drive(p):
             continue
         o = pi[i, PI_OFF]
+        pi[i, PI_DPER] = p.size
         if DR.depends_on_input(net, p):
             pi[i, PI_DRIVE], pi[i, PI_DOFF] = D_INPUT, ndyn
             ndyn += p.size
@@ -196,6 +212,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             pi[i, PI_DRIVE] = D_STATIC
             q, u = DR.grid(DR.drive_total(net, p, None), p.levels, p.v0, p.rounding)
             sq[o:o + p.size], su[o:o + p.size] = q[perms[i]], u[perms[i]]
+            pi[i, PI_DPER] = drive_period(sq[o:o + p.size], su[o:o + p.size], int(pi[i, PI_BS]))
     theta = np.ones(off, dtype=dtype)
     bias = np.zeros(off, dtype=dtype)
     for i, p in enumerate(pops):

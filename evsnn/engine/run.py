@@ -26,12 +26,15 @@ class Prepared:
 
     ``ext[i]``: where internal index ``i`` goes in the records: for a population neuron its external
     (flattened NCHW) index plus the population's offset, for a readout entry its external readout index.
+    ``back``: the inverse over the populations' neurons, ``back[ext[i]] = i`` for i < ntot (the counts are
+    gathered through it, so that they are written in order).
     """
 
     net: S.Network
     dtype: np.dtype
     packed: Packed
     ext: np.ndarray
+    back: np.ndarray
 
 
 def _check_dtype(dtype) -> np.dtype:
@@ -62,7 +65,9 @@ def prepare(net: S.Network, dtype=None) -> Prepared:
         off = int(pk.pi[p, PI_OFF])
         ext[off:off + pk.sizes[p]] = off + pk.perms[p]
     ext[pk.ntot:] = pk.out_perm
-    return Prepared(net, dtype, pk, ext)
+    back = np.empty(max(pk.ntot, 1), dtype=np.int64)
+    back[ext[:pk.ntot]] = np.arange(pk.ntot)
+    return Prepared(net, dtype, pk, ext, back)
 
 
 def path_thresholds(prep: Prepared, path) -> np.ndarray:
@@ -119,10 +124,12 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     runs in turn, population by population (default :func:`sample_group`), and ``window``: on a
     feed-forward network without delays, steps each population runs before the next (layer-major,
     :mod:`evsnn.engine.layers`; default :func:`layer_window`; 0: step by step; ignored on other networks).
-    Layer-major runs a window's dense steps of a layer in one gemm (rows: every step's im2col); both are
-    speed only: every record is bit-identical whatever the group and window on the event path, and on
-    the dense steps as long as BLAS sums each output in the same order whatever the number of rows
-    (OpenBLAS does; tested on real weights); otherwise the guarantees of mixing paths above hold.
+    Layer-major runs a window's dense steps of a conv layer in one gemm (rows: every step's im2col; a
+    dense layer's, one gemv a step as step-major: OpenBLAS's gemv and gemm kernels sum in different
+    orders on some CPUs); both are speed only: every record is bit-identical whatever the group and window
+    on the event path, and on the dense steps as long as BLAS's gemm sums each output in the same order
+    whatever the number of rows (OpenBLAS does; tested on real weights); otherwise the guarantees of
+    mixing paths above hold.
 
     Decisions (documented here, see design.md): after a sample is quiet (t ≥ T_w and no spike in
     the last D+1 steps, D the largest delay) its state cannot change, so the engine stops it and
@@ -326,8 +333,8 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     with engine_pools(nthreads):  # Numba at nthreads, BLAS at 1 thread inside its workers; both restored after
         run_batch(max(1, min(m, nthreads)), int(group), int(window), xin, rate, use_rate, pk.pi, pk.v0, pk.theta,
                   pk.bias, pk.ji, pk.jf, pk.wbuf, pk.ibuf, pk.idx32, pk.out_ptr, pk.out_list, pk.fan, pk.fan_in,
-                  prep.ext, plan.wake, T, bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot, pk.blk_tot,
-                  max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
+                  prep.ext, prep.back, plan.wake, T, bitserial, bits, R, D, thr, shift_den, pk.acc_tot, pk.c_tot,
+                  pk.blk_tot, max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
                   dense_batch_size(prep) if window > 0 and np.isfinite(thr).any() else 0,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                   qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
