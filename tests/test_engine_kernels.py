@@ -30,6 +30,13 @@ def _onnx_conv(x, w, stride, pads, groups):
     return ReferenceEvaluator(helper.make_model(graph)).run(None, {"X": x, "W": w})[0]
 
 
+def assert_listed(mark, lst, n, want):
+    """A tracking scatter listed exactly the blocks ``want`` (indices), each once, and marked those only."""
+    assert n == len(set(lst[:n].tolist())), "a block listed twice"
+    assert set(lst[:n].tolist()) == set(np.asarray(want).tolist())
+    assert set(np.flatnonzero(mark).tolist()) == set(lst[:n].tolist())
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.floats(0.0, 1.0), st.integers(0, 2**31),
        st.sampled_from([np.float32, np.float64]))
@@ -44,7 +51,7 @@ def test_csr_scatter_equals_matvec(n_pre, n_post, frac, seed, dtype):
     n = KN.csr_scatter(idx, sig, len(idx), m.indptr.astype(np.int64), m.indices.astype(np.uint32),
                        m.data.astype(dtype), acc, True, mark, lst, 0, 1)
     np.testing.assert_array_equal(acc, s @ W)
-    assert set(lst[:n]) == set(m[idx].indices)  # touched = union of the rows' targets
+    assert_listed(mark, lst, n, np.unique(m[idx].indices))  # touched = union of the rows' targets
     acc2 = np.zeros(n_post, dtype)
     KN.csr_dense(idx, sig, len(idx), W.astype(dtype).reshape(-1), n_pre, n_post, np.zeros(n_pre + 1, dtype), acc2)
     np.testing.assert_array_equal(acc2, s @ W)
@@ -79,9 +86,9 @@ def test_conv_scatter_equals_onnx_conv(case, frac, seed, dtype):
     n = KN.conv_scatter(idx_int, sig, len(idx_int), kern.reshape(-1), kh, kw, cig, cout, groups, h, w, cin, ho, wo,
                         stride[0], stride[1], pads[0], pads[1], acc, True, mark, lst, 0)
     np.testing.assert_array_equal(acc.reshape(ho, wo, cout).transpose(2, 0, 1), want)
-    touched = np.zeros(ho * wo, bool)
-    touched[lst[:n]] = True
-    assert not want.reshape(cout, -1)[:, ~touched].any()
+    # listed: every output position whose window holds an event (whatever the weights' sum)
+    cover = _onnx_conv((x != 0).astype(float), np.ones((cout, cig, kh, kw)), stride, pads, groups)[0]
+    assert_listed(mark, lst, n, np.flatnonzero(cover.sum(axis=0).reshape(-1)))
     wd = kern.reshape(kh * kw * cig, groups, cog).transpose(1, 0, 2).copy().reshape(-1)
     acc2 = np.zeros_like(acc)
     KN.conv_dense(idx_int, sig, len(idx_int), wd, kh, kw, cig, cout, groups, h, w, cin, ho, wo, stride[0],
@@ -149,14 +156,16 @@ def test_pool_and_max_scatter_equal_window_sums(c, h, w, geom, seed):
     acc = np.zeros(ho * wo * c)
     mark = np.zeros(ho * wo, np.uint8)
     lst = np.zeros(ho * wo, np.int64)
-    KN.pool_scatter(idx, sig, len(idx), pw.reshape(-1), k, k, c, h, w, ho, wo, s, s, p, p, acc, True, mark, lst, 0)
+    n = KN.pool_scatter(idx, sig, len(idx), pw.reshape(-1), k, k, c, h, w, ho, wo, s, s, p, p, acc, True, mark,
+                        lst, 0)
     np.testing.assert_array_equal(acc.reshape(ho, wo, c).transpose(2, 0, 1), want)
+    # every window (pool output, gate) that holds an event is listed, once
+    cnt = ops.windows(np.abs(x), (k, k), (s, s), (p, p, p, p)).sum(axis=(-1, -2))[0].sum(axis=0)
+    assert_listed(mark, lst, n, np.flatnonzero(cnt.reshape(-1)))
     delta = np.zeros(h * w * c)
     mark[:] = 0
     n = KN.max_scatter(idx, sig, len(idx), k, k, c, h, w, ho, wo, s, s, p, p, delta, True, mark, lst, 0)
-    # every gate whose window holds an event is marked
-    cnt = ops.windows(np.abs(x), (k, k), (s, s), (p, p, p, p)).sum(axis=(-1, -2))[0].sum(axis=0)
-    assert set(lst[:n]) == set(np.flatnonzero(cnt.reshape(-1)))
+    assert_listed(mark, lst, n, np.flatnonzero(cnt.reshape(-1)))
     assert np.abs(delta).sum() <= np.abs(sig).sum()
 
 
@@ -170,6 +179,9 @@ def test_ident_scatter_maps_and_scales():
     want = np.zeros(20)
     want[mp] = 0.5 * s
     np.testing.assert_array_equal(acc, want)
+    mark, lst = np.zeros(10, np.uint8), np.zeros(10, np.int64)
+    n = KN.ident_scatter(idx, sig, len(idx), mp, False, np.float32(0.5), acc, True, mark, lst, 0, 2)
+    assert_listed(mark, lst, n, np.unique(mp[idx] // 2))  # blocks of 2 targets
 
 
 @settings(max_examples=50, deadline=None)
