@@ -87,3 +87,15 @@ def test_case_weights_do_not_depend_on_the_cases_built_before():
     for a, b in zip(first.projections, again.projections):
         np.testing.assert_array_equal(getattr(a, "kernel", 0), getattr(b, "kernel", 0))
     assert any(hasattr(pr, "kernel") for pr in first.projections)
+
+
+def test_random_if_case_weights_sum_exactly_on_every_side():
+    """The random if rows keep every weight a dyadic number of few bits (λ powers of two), so that the
+    sides' sums are exact whatever their order and their counts can be compared; the casc rows keep L = 7."""
+    peers = bench_script("peers")
+    assert peers.levels_of("casc") == 7
+    net = peers.build_case("vgg16-if", 1)[0]
+    for pr in net.projections:
+        w = np.asarray(getattr(pr, "kernel", getattr(pr, "weight", 0.0)), dtype=np.float64)
+        assert np.array_equal(w * 2.0 ** 20, np.round(w * 2.0 ** 20)), pr.post  # multiples of 2^-20
+        assert np.abs(w).max() < 2.0 ** 10
