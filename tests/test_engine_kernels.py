@@ -22,6 +22,16 @@ def _events(rng, n, frac, dtype, signed=True):
     return idx, sig, s
 
 
+def dirty_marks(n):
+    """The neuron updates' uint8 work space, full of stale marks: an update must clear what it reads."""
+    return np.full(n + 8, 0xFF, np.uint8)
+
+
+def dirty_incs(n, dtype):
+    """The drive increments' work space, full of NaN: an increment must be written before it is added."""
+    return np.full(n + 8, np.nan, dtype)
+
+
 def _onnx_conv(x, w, stride, pads, groups):
     node = helper.make_node("Conv", ["X", "W"], ["Y"], strides=list(stride), pads=list(pads), group=groups)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, None),
@@ -53,7 +63,8 @@ def test_csr_scatter_equals_matvec(n_pre, n_post, frac, seed, dtype):
     np.testing.assert_array_equal(acc, s @ W)
     assert_listed(mark, lst, n, np.unique(m[idx].indices))  # touched = union of the rows' targets
     acc2 = np.zeros(n_post, dtype)
-    KN.csr_dense(idx, sig, len(idx), W.astype(dtype).reshape(-1), n_pre, n_post, np.zeros(n_pre + 1, dtype), acc2)
+    KN.csr_dense(idx, sig, len(idx), W.astype(dtype).reshape(-1), n_pre, n_post, np.zeros(n_pre + 1, dtype), acc2,
+                 np.empty(n_post, dtype))
     np.testing.assert_array_equal(acc2, s @ W)
 
 
@@ -232,7 +243,7 @@ def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     cap = int(rng.integers(0, 5))
     vv, cc = v.astype(dtype), count.copy()
     ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, cap,
-                       half_even, ev_i, ev_s, 0)
+                       half_even, ev_i, ev_s, 0, dirty_marks(n))
     wv, wc, ws = models.cif_step(v, count, cur, theta, cap, half_even)
     np.testing.assert_array_equal(vv, wv)
     np.testing.assert_array_equal(cc, wc)
@@ -242,7 +253,7 @@ def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     lo = int(rng.integers(0, 9))
     vv, cc, ev_i2 = v.astype(dtype), count.copy(), np.zeros(n, np.int64)
     ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), lo, n, False, cap,
-                       half_even, ev_i2, ev_s, 0)
+                       half_even, ev_i2, ev_s, 0, dirty_marks(n))
     np.testing.assert_array_equal(vv[lo:], wv[lo:])
     np.testing.assert_array_equal(vv[:lo], v[:lo].astype(dtype))
     np.testing.assert_array_equal(cc[lo:], wc[lo:])
@@ -327,13 +338,13 @@ def test_update_cif_drive_equals_drive_add_then_update_cif(seed, C, npos, steps,
         cur = (rng.standard_normal(size) * theta).astype(dtype)
         ei, es = np.zeros(size, np.int64), np.zeros(size, dtype)
         acc = cur.copy()
-        NR.drive_add(acc, base, un, rem, want[2], steps, per)
+        NR.drive_add(acc, base, un, rem, want[2], steps, per, dirty_incs(per, dtype))
         ne = NR.update_cif(want[0], want[1], np.zeros(size), acc, z, z, theta, 0, size, False, cap, half_even,
-                           ei, es, 0)
+                           ei, es, 0, dirty_marks(size))
         fi, fs = np.zeros(size, np.int64), np.zeros(size, dtype)
         acc2 = cur.copy()
         nf = NR.update_cif_drive(got[0], got[1], np.zeros(size), acc2, theta, base, un, rem, got[2], steps, per,
-                                 cap, half_even, fi, fs, 0)
+                                 cap, half_even, fi, fs, 0, dirty_marks(size), dirty_incs(per, dtype))
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(acc2, acc)
@@ -358,8 +369,8 @@ def test_periodic_drive_equals_the_drive_tiled_per_neuron(seed, C, npos, steps, 
         states.append(st_)
     for t in range(steps):
         a_per, a_all = np.zeros(size, dtype), np.zeros(size, dtype)
-        NR.drive_add(a_per, *states[0], steps, C)
-        NR.drive_add(a_all, *states[1], steps, size)
+        NR.drive_add(a_per, *states[0], steps, C, dirty_incs(C, dtype))
+        NR.drive_add(a_all, *states[1], steps, size, dirty_incs(size, dtype))
         np.testing.assert_array_equal(a_per, a_all)
         np.testing.assert_array_equal(states[0][3], states[1][3][:C])
 

@@ -264,7 +264,7 @@ def test_drive_kernels_equal_numpy_reference(seed, T, dtype):
     np.testing.assert_array_equal(base, split[0].astype(dtype))
     acc = np.zeros(50, dtype)
     for t in range(T):
-        NR.drive_add(acc, base, un, rem, mod, T, 50)
+        NR.drive_add(acc, base, un, rem, mod, T, 50, np.full(50, np.nan, dtype))
         # float32 (an explicit choice on exact presets) rounds base and unit before adding them
         extra = ((t + 1) * split[2]) // T - (t * split[2]) // T
         b, u = split[0].astype(dtype), split[1].astype(dtype)

@@ -23,7 +23,7 @@ def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf,
                 fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den, rec_out, rec_pos,
                 rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq,
                 du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit, drem, dmod,
-                carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch):
+                carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch, marks, incs):
     """Samples lo..hi, ``G`` at a time in lock-step (one state slot each): in each step, population by
     population, every sample of the group in turn, so a layer's weights, read by one sample's scatter,
     are still in cache for the next sample's (the weights of a large network do not stay in cache from
@@ -59,7 +59,7 @@ def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf,
                             ext, wake, max_steps, bitserial, bits, R, thr, shift_den, v[g], cnt[g], val[g],
                             acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g], carry, ev_idx, ev_sig,
                             sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase[g],
-                            dunit[g], drem[g], dmod[g]):
+                            dunit[g], drem[g], dmod[g], marks, incs):
                         spiked[g] = True
             for g in range(k):
                 if t >= t_end[g]:
@@ -117,6 +117,8 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
         drem = np.zeros((G, nall), dtype=np.int64)
         dmod = np.zeros((G, nall), dtype=np.int64)
         carry = np.zeros(blk_tot + 1, dtype=np.int64)  # scratch, shared by the slots: a step runs to its end
+        marks = np.zeros(nall + 8, dtype=np.uint8)  # the neuron updates' work space (step._update_pop)
+        incs = np.zeros(nall + 8, dtype=theta.dtype)
         sig = np.zeros(sig_size, dtype=theta.dtype)
         scratch = np.empty(scratch_size, dtype=theta.dtype)
         if window > 0:
@@ -125,7 +127,7 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
                          rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
                          values, qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark,
                          lst, lst_n, full, out, dbase, dunit, drem, dmod, carry, sig, scratch,
-                         np.empty(max(1, batch_size), dtype=theta.dtype))
+                         np.empty(max(1, batch_size), dtype=theta.dtype), marks, incs)
         else:
             ev_idx = np.zeros(nall, dtype=np.int64)
             ev_sig = np.zeros(nall, dtype=theta.dtype)
@@ -136,4 +138,4 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
                         rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                         qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                         full, out, dbase, dunit, drem, dmod, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig,
-                        scratch)
+                        scratch, marks, incs)

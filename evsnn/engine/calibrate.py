@@ -83,6 +83,7 @@ def _csr(n_pre, n_post, dtype, rng, ev_rows, de_rows):
     acc = np.zeros(n_post, dtype)
     sigbuf = np.zeros(n_pre + 1, dtype)
     mark, lst = np.zeros(n_post + 1, np.uint8), np.zeros(n_post + 1, np.int64)
+    prod = np.empty(n_post, dtype)  # csr_dense's product
     none = np.zeros(1, np.int64)
     t0 = min(best_time(lambda: KN.csr_scatter(none, sigbuf, 0, indptr, indices, data, acc, False, mark, lst, 0, 1),
                    reps=9, min_time=0.001), 2e-6)
@@ -97,7 +98,7 @@ def _csr(n_pre, n_post, dtype, rng, ev_rows, de_rows):
                 mark[:] = 0
                 KN.csr_scatter(idx, sig, len(idx), indptr, indices, data, acc, track, mark, lst, 0, 1)
             ev_rows[track].append((ev, _time(run, t0) / len(idx)))
-    de_rows.append((de, _time(lambda: KN.csr_dense(idx, sig, len(idx), data, n_pre, n_post, sigbuf, acc), t0)))
+    de_rows.append((de, _time(lambda: KN.csr_dense(idx, sig, len(idx), data, n_pre, n_post, sigbuf, acc, prod), t0)))
 
 
 def _update(dtype, rng) -> float:
@@ -109,7 +110,9 @@ def _update(dtype, rng) -> float:
     th = np.ones(n, dtype)
     ei, es = np.zeros(n, np.int64), np.zeros(n, dtype)
     den = np.array([16.0], dtype)
-    t_cif = _time(lambda: NR.update_cif(v, cnt, val, acc, inp, bias, th, 0, n, False, 8, False, ei, es, 0))
+    marks = np.zeros(n + 8, np.uint8)
+    t_cif = _time(lambda: NR.update_cif(v, cnt, val, acc, inp, bias, th, 0, n, False, 8, False, ei, es, 0,
+                                            marks))
     t_if = _time(lambda: NR.update_if(v, cnt, val, acc, inp, bias, th, 0, n, False, False, den, False, ei, es, 0))
     return max(t_cif, t_if) / n
 

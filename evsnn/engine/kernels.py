@@ -25,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from evsnn.engine.blas import dot_into, kernel
 
-@njit(cache=True)
+
+@kernel
 def csr_scatter(ev_idx, ev_sig, n_ev, indptr, indices, data, acc, track, mark, lst, n, bs):
     """acc[indices[k]] += s·data[k] for k in row ev_idx[e]."""
     for e in range(n_ev):
@@ -83,7 +85,7 @@ def _add_rows(a, w, wk, cout, ev_idx, ev_sig, e0, e1, c0):
         e += 1
 
 
-@njit(cache=True)
+@kernel
 def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl,
                  acc, track, mark, lst, n):
     """Implicit conv fan-out: event (y, x, c) adds s·w[ky, kx, ci, g·cog:(g+1)·cog] at every covered (oy, ox).
@@ -147,7 +149,7 @@ def conv_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, cig, cout, groups, H, W, Cin, 
     return n
 
 
-@njit(cache=True)
+@kernel
 def pool_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, pl, acc, track, mark, lst, n):
     """Average pool fan-out: event (y, x, c) adds s·w[oy, ox] to (oy, ox, c) of every covering window."""
     for e in range(n_ev):
@@ -185,7 +187,7 @@ def pool_scatter(ev_idx, ev_sig, n_ev, w, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, p
     return n
 
 
-@njit(cache=True)
+@kernel
 def max_scatter(ev_idx, ev_sig, n_ev, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, pl, delta, track, mark, lst, n):
     """Max-pool gate input: delta[j] += s for every watched j; marks every gate position whose window covers j."""
     last = -1
@@ -228,7 +230,7 @@ def max_scatter(ev_idx, ev_sig, n_ev, kh, kw, C, H, W, Ho, Wo, sh, sw, pt, pl, d
     return n
 
 
-@njit(cache=True)
+@kernel
 def ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wt, acc, track, mark, lst, n, bs):
     """acc[map[j]] += wt·s (map = identity when ``direct``)."""
     for e in range(n_ev):
@@ -244,14 +246,18 @@ def ident_scatter(ev_idx, ev_sig, n_ev, mp, direct, wt, acc, track, mark, lst, n
     return n
 
 
-@njit(cache=True)
-def csr_dense(ev_idx, ev_sig, n_ev, dense, n_pre, n_post, sig, acc):
-    """acc += s @ D with D the (n_pre, n_post) dense copy of the CSR matrix (BLAS gemv)."""
+@kernel
+def csr_dense(ev_idx, ev_sig, n_ev, dense, n_pre, n_post, sig, acc, scratch):
+    """acc += s @ D with D the (n_pre, n_post) dense copy of the CSR matrix (BLAS gemv, its result in
+    ``scratch[:n_post]``)."""
     events_to_signal(ev_idx, ev_sig, n_ev, n_pre, sig)
-    acc += np.dot(sig[:n_pre], dense.reshape((n_pre, n_post)))
+    out = scratch[:n_post]
+    dot_into(sig[:n_pre], dense.reshape((n_pre, n_post)), out)
+    for q in range(n_post):
+        acc[q] += out[q]
 
 
-@njit(cache=True)
+@kernel
 def events_to_signal(ev_idx, ev_sig, n_ev, npre, sig):
     """sig[:npre] = the step's input as a dense vector (0 where no event)."""
     sig[:npre] = 0
@@ -259,7 +265,7 @@ def events_to_signal(ev_idx, ev_sig, n_ev, npre, sig):
         sig[ev_idx[e]] = ev_sig[e]
 
 
-@njit(cache=True)
+@kernel
 def im2col(sig, cols, g, kh, kw, cig, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl):
     """cols (Ho·Wo, kh·kw·cig) = group g's receptive field of every output position in ``sig``
     (channels-last input; pads as zeros, every entry written). For groups = 1 the kw·Cin entries of one
@@ -277,7 +283,8 @@ def im2col(sig, cols, g, kh, kw, cig, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl)
                     dr[:] = 0
                 elif inside_x and groups == 1:
                     ib = (y * W + x0) * Cin
-                    dr[:] = sig[ib:ib + run]
+                    for i in range(run):  # a loop, not a slice assignment (which may copy: NRT)
+                        dr[i] = sig[ib + i]
                 else:
                     for kx in range(kw):
                         x = x0 + kx
@@ -286,10 +293,11 @@ def im2col(sig, cols, g, kh, kw, cig, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl)
                             dst[:] = 0
                         else:
                             ib = (y * W + x) * Cin + g * cig
-                            dst[:] = sig[ib:ib + cig]
+                            for i in range(cig):
+                                dst[i] = sig[ib + i]
 
 
-@njit(cache=True)
+@kernel
 def add_conv_out(acc, out, g, M, cout, cog):
     """acc[p, g·cog:(g+1)·cog] += out[p] for every output position p < M (acc channels-last)."""
     for p in range(M):
@@ -299,7 +307,7 @@ def add_conv_out(acc, out, g, M, cout, cog):
             a[q] += o[q]
 
 
-@njit(cache=True)
+@kernel
 def conv_dense(ev_idx, ev_sig, n_ev, wd, kh, kw, cig, cout, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl, sig, acc,
                scratch):
     """acc += conv2d(s) through im2col and a BLAS gemm per group (wd: (groups, kh·kw·cig, cog)).
@@ -315,5 +323,5 @@ def conv_dense(ev_idx, ev_sig, n_ev, wd, kh, kw, cig, cout, groups, H, W, Cin, H
     out = scratch[M * K:M * K + M * cog].reshape((M, cog))
     for g in range(groups):
         im2col(sig, cols, g, kh, kw, cig, groups, H, W, Cin, Ho, Wo, sh, sw, pt, pl)
-        np.dot(cols, wd[g * K * cog:(g + 1) * K * cog].reshape((K, cog)), out)
+        dot_into(cols, wd[g * K * cog:(g + 1) * K * cog].reshape((K, cog)), out)
         add_conv_out(acc, out, g, M, cout, cog)

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from evsnn.engine import kernels as KN
+from evsnn.engine.blas import dot_into, kernel
 from evsnn.engine.pack import (
     CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_WDOFF, CV_WO,
     DN_DENSE, J_KIND, J_NPOST, J_NPRE, J_POST, J_PRE, K_CONV, K_DENSE, PI_ACCOFF, PI_ACCSZ, PI_OFF, PI_SIZE,
@@ -31,7 +32,7 @@ from evsnn.engine.step import (
 )
 
 
-@njit(cache=True)
+@kernel
 def deliver(q, t, k, P, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, pi, use_rate, wake, bitserial, thr,
             acc, mark, lst, lst_n, full, in_idx, in_sig, lin, log_idx, log_sig, lnum, sig, scratch, mb, pre, bbuf):
     """Step t's events (row k of one sample's window log) of every source of target q (a population, or the
@@ -63,7 +64,7 @@ def deliver(q, t, k, P, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, pi, use_ra
                         th, sig, scratch)
 
 
-@njit(cache=True)
+@kernel
 def batched_projection(q, ji):
     """The projection into q whose dense steps :func:`plan_dense` batches: its only conv (one group) or
     dense projection with a dense copy; −1 if it has none or several (those run one step at a time)."""
@@ -79,7 +80,7 @@ def batched_projection(q, ji):
     return mb
 
 
-@njit(cache=True)
+@kernel
 def plan_dense(mb, q, ta, t0, t1, wake, bitserial, use_rate, pi, ji, wbuf, thr, in_idx, in_sig, lin, log_idx,
                log_sig, lnum, sig, bbuf, pre, sel):
     """Projection mb's dense steps from step ``ta`` on, as many as ``bbuf`` holds, in one BLAS gemm: their
@@ -131,16 +132,16 @@ def plan_dense(mb, q, ta, t0, t1, wake, bitserial, use_rate, pi, ji, wbuf, thr, 
     o = ji[mb, CV_WDOFF] if kind == K_CONV else ji[mb, DN_DENSE]
     wd = wbuf[o:o + K * nout].reshape((K, nout))
     if kind == K_CONV:
-        np.dot(cols, wd, out)  # the rows of several steps' im2col in one gemm, as conv_dense's of one step
+        dot_into(cols, wd, out)  # the rows of several steps' im2col in one gemm, as conv_dense's of one step
     else:
         # one gemv a step, the call csr_dense makes: OpenBLAS's gemm kernels sum a dot product in another
         # order than its gemv on some CPUs (found on an AMD EPYC: 1-ulp readout differences)
         for i in range(nsel):
-            out[i] = np.dot(cols[i], wd)
+            dot_into(cols[i], wd, out[i])
     return t
 
 
-@njit(cache=True)
+@kernel
 def add_batched(q, m, pi, ji, acc, full, bbuf, o, track):
     """Projection m's batched dense output of this step (at ``bbuf[o:]``) into q's accumulator, as
     :func:`evsnn.engine.kernels.conv_dense` / ``csr_dense`` add theirs; q is then updated in full."""
@@ -157,7 +158,7 @@ def add_batched(q, m, pi, ji, acc, full, bbuf, o, track):
         full[0, q] = 1
 
 
-@njit(cache=True)
+@kernel
 def silent_from(q, wake, ji, stop):
     """The step from which population q gets no input: T_w, or later while a source population spikes
     (``stop[p]``: the step population p is silent from)."""
@@ -174,7 +175,7 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
                  out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out, rec_pos,
                  rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out,
                  dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit,
-                 drem, dmod, carry, sig, scratch, bbuf):
+                 drem, dmod, carry, sig, scratch, bbuf, marks, incs):
     """Samples lo..hi, ``G`` at a time, layer-major over windows of ``W`` steps: per window, population by
     population, each sample of the group over the window's steps (its events logged per step), then the
     readout, which decides when a sample is quiet. State arrays as in :func:`evsnn.engine.batch.run_batch`
@@ -198,6 +199,23 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
     if bbuf.shape[0] > 1:
         for q in range(P + 1):
             mbs[q] = batched_projection(q, ji)
+    _layers_windows(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
+                    out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out,
+                    rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out,
+                    silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out,
+                    dbase, dunit, drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx,
+                    in_sig, lin, stop, silent, t_end, pre, sel, mbs)
+
+
+@kernel
+def _layers_windows(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
+                    out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out,
+                    rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out,
+                    silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out,
+                    dbase, dunit, drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx,
+                    in_sig, lin, stop, silent, t_end, pre, sel, mbs):
+    """The loop of :func:`layers_chunk` over its work arrays (allocated there: this one counts no references)."""
+    P = pi.shape[0] - 1
     for n0 in range(lo, hi, G):
         k = min(G, hi - n0)
         for g in range(k):
@@ -223,8 +241,7 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
                     quiet = silent_from(q, wake, ji, stop[g])
                     pre[:] = -1
                     nxt = t0
-                    # sample g's views, made once per window: each view made in the step loop costs an atomic
-                    # reference count increment and decrement
+                    # sample g's views, made once per window
                     vg, cg, valg, accg, inpg, cvg = v[g], cnt[g], val[g], acc[g], inp[g], cvals[g]
                     mkg, lsg, lng, flg = mark[g], lst[g], lst_n[g], full[g]
                     iig, isg, lig, lxg, lzg, lcg = in_idx[g], in_sig[g], lin[g], log_idx[g], log_sig[g], lnum[g]
@@ -240,7 +257,7 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
                         ek, sk = lxg[kk], lzg[kk]
                         ne = _update_pop(q, t, 0, 1, pi, ji, v0, theta, bias, vg, cg, valg, accg, inpg, cvg, mkg,
                                          lsg, lng, flg, carry, ek, sk, wake, bitserial, bits, shift_den, dbg, dug,
-                                         drg, dmg, dsteps)
+                                         drg, dmg, dsteps, marks, incs)
                         lcg[kk, q] = ne
                         if ne > 0:
                             record_events(n0 + g, t, q, ne, pi, ek, sk, fan, ext, max_steps, rec_pos, rec_neg,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from evsnn.engine.blas import kernel
 from evsnn.ir.drive import CLAMP
 
 
@@ -41,7 +42,7 @@ def _integrate(v, acc, inp, bias, on):
             acc[k] = 0
 
 
-@njit(cache=True)
+@kernel
 def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, zero_reset, ev_idx, ev_sig, n_ev):
     """IF: v += I; s = [v ≥ θ]; v -= θ (or v = 0). ``shift`` adds θ/shift_den[0] (Deng & Gu δ = θ/(2T)).
 
@@ -145,16 +146,16 @@ def _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev):
     return n_ev
 
 
-@njit(cache=True)
-def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
-    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign)."""
+@kernel
+def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev, marks):
+    """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign);
+    ``marks``: uint8 work space, ≥ hi − lo + 8 bytes."""
     # passes with the same result per neuron as the one-pass rule: integration (no branch: vectorises),
     # the exact rule (q = v/θ as in cif_sign) on the neurons may_fire_cif does not rule out, the spikes.
-    # Many neurons: _update_cif_marked. A few (a block of the sleep phase): no scratch array, whose
-    # allocation would cost more than the update
+    # Many neurons: _update_cif_marked. A few (a block of the sleep phase): one loop, no marks
     if hi - lo >= MANY:
         return _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig,
-                                  n_ev)
+                                  n_ev, marks)
     _integrate(v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], on)  # from 0: see update_if
     n0 = n_ev
     for i in range(lo, hi):
@@ -163,11 +164,12 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev)
 
 
-@njit(cache=True)
-def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev):
+@kernel
+def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev,
+                       marks):
     """:func:`update_cif` on many neurons: the integration also marks the neurons that may fire (reading
     each membrane once), and the exact rule runs on the marked ones, found eight marks at a time."""
-    nw, maybe = _marks(hi - lo)
+    nw, maybe = _marks(marks, hi - lo)
     vs, ac, ip, bi, th, cs = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], theta[lo:hi], cnt[lo:hi]
     if on:
         for k in range(hi - lo):
@@ -185,14 +187,15 @@ def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
 
 
-@njit(cache=True)
+@kernel
 def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, cap, half_even, ev_idx, ev_sig,
-                     n_ev):
+                     n_ev, marks, incs):
     """:func:`drive_add` then :func:`update_cif` (input and bias off) in one pass over the neurons 0..len(v):
     each takes acc + its drive increment, then v + that, the same additions in the same order (bit for bit),
-    reading the currents once. Neuron k's drive state is entry k % ``per`` (see :func:`drive_add`)."""
+    reading the currents once. Neuron k's drive state is entry k % ``per`` (see :func:`drive_add`). Work
+    space: ``marks`` (uint8, ≥ len(v) + 8 bytes), ``incs`` (≥ per entries)."""
     n = len(v)
-    nw, maybe = _marks(n)
+    nw, maybe = _marks(marks, n)
     if per == n:
         for k in range(n):
             cur = acc[k] + _drive_increment(base, unit, rem, mod, k, steps)
@@ -201,7 +204,7 @@ def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, 
             v[k] = vi
             maybe[k] = may_fire_cif(vi, theta[k], cnt[k], cap)
     else:
-        inc = _drive_increments(base, unit, rem, mod, per, steps)
+        inc = _drive_increments(base, unit, rem, mod, per, steps, incs)
         for b in range(0, n, per):
             for c in range(per):
                 k = np.uint64(b + c)  # unsigned: no negative-index select, the inner loop vectorises
@@ -215,11 +218,13 @@ def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, 
 
 
 @njit(cache=True, inline="always")
-def _marks(n):
-    """(word count, marks): room for n one-byte marks in whole 8-byte words, the last word's bytes past n zero."""
+def _marks(buf, n):
+    """(word count, marks): the first bytes of ``buf`` as room for n one-byte marks in whole 8-byte words,
+    the last word's bytes past n zero."""
     nw = (n + 7) // 8
-    maybe = np.empty(nw * 8, dtype=np.uint8)
-    maybe[max(nw * 8 - 8, 0):] = 0
+    maybe = buf[:nw * 8]
+    for k in range(max(nw * 8 - 8, 0), nw * 8):
+        maybe[k] = 0
     return nw, maybe
 
 
@@ -236,7 +241,7 @@ def _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev):
     return n_ev
 
 
-@njit(cache=True)
+@kernel
 def can_fire_if(v, theta, lo, hi):
     for i in range(lo, hi):
         if v[i] >= theta[i]:
@@ -244,7 +249,7 @@ def can_fire_if(v, theta, lo, hi):
     return False
 
 
-@njit(cache=True)
+@kernel
 def can_fire_cif(v, cnt, theta, lo, hi, cap, half_even):
     for i in range(lo, hi):
         if may_fire_cif(v[i], theta[i], cnt[i], cap) and cif_sign(v[i], theta[i], cnt[i], cap, half_even) != 0:
@@ -252,7 +257,7 @@ def can_fire_cif(v, cnt, theta, lo, hi, cap, half_even):
     return False
 
 
-@njit(cache=True)
+@kernel
 def update_bit(v, cnt, val, acc, inp, bias, theta, lo, hi, on, k, bits, half_even, ev_idx, ev_sig, n_ev):
     """Bit-serial: v += I every step; in emit step k (0 ≤ k < K) θ_k = θ·2^(K−1−k), s = [v ≥ θ_k], v -= θ_k·s;
     ``half_even``: the last bit is s = [v > θ] (models.bitserial_emit)."""
@@ -275,14 +280,14 @@ def update_bit(v, cnt, val, acc, inp, bias, theta, lo, hi, on, k, bits, half_eve
     return n_ev
 
 
-@njit(cache=True)
+@kernel
 def gate_absorb_all(cvals, delta):
     for j in range(len(delta)):
         cvals[j] += delta[j]
         delta[j] = 0
 
 
-@njit(cache=True)
+@kernel
 def gate_absorb_block(cvals, delta, p, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
     """c += delta over the window of gate position p (all channels)."""
     oy = p // Wo
@@ -352,7 +357,7 @@ def _gate_2x2(cvals, cnt, val, i0, r0, row, C, ev_idx, ev_sig, n_ev):
     return n_ev, still
 
 
-@njit(cache=True)
+@kernel
 def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev_idx, ev_sig, n_ev):
     """Max-pool gates at positions p0..p1: s = clip(max_i c_i − S, −1, 1); S += s. Returns (n_ev, still_off)."""
     still = False
@@ -389,7 +394,7 @@ def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev
     return n_ev, still
 
 
-@njit(cache=True)
+@kernel
 def gate_can_fire(cvals, cnt, p, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
     for c in range(C):
         d = window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl) - cnt[p * C + c]
@@ -398,7 +403,7 @@ def gate_can_fire(cvals, cnt, p, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
     return False
 
 
-@njit(cache=True)
+@kernel
 def update_bit_gate(cvals, v, cnt, val, theta, v0, k, bits, kh, kw, C, H, W, Wo, sh, sw, pt, pl, nblk,
                     ev_idx, ev_sig, n_ev):
     """Bit-serial max-pool: at k = 0 v = max_i c_i + v0·θ, then emits its K bits like a bit-serial neuron."""
@@ -458,7 +463,7 @@ def grid_rows(d, perm, levels, off, half_even, q, u, o):
             un[i] = POW2_NEG[f]
 
 
-@njit(cache=True)
+@kernel
 def drive_init(q, u, steps, base, unit, rem, mod):
     """Split drive grids (Q, unit = 2^-F) over ``steps`` steps: Q = q·steps + rem, base = q·unit; mod = 0.
 
@@ -480,21 +485,22 @@ def drive_init(q, u, steps, base, unit, rem, mod):
         mod[i] = 0
 
 
-@njit(cache=True)
-def drive_add(acc, base, unit, rem, mod, steps, per):
+@kernel
+def drive_add(acc, base, unit, rem, mod, steps, per, incs):
     """acc += this step's drive increment: base, plus one unit when ⌊(t+1)·rem/steps⌋ > ⌊t·rem/steps⌋.
 
     ``mod`` carries t·rem mod steps from step to step (no division per neuron and step); the increment
     equals :func:`evsnn.ir.drive.grid_increment` (tested). Neuron k (of len(acc)) takes the drive state at
     k % ``per``: ``per`` = len(acc) for one state per neuron, or the channel count of an image population
-    whose drive repeats at every position (engine.pack.drive_period): one increment per channel and step.
+    whose drive repeats at every position (engine.pack.drive_period): one increment per channel and step,
+    kept in ``incs`` (≥ per entries).
     """
     n = len(acc)
     if per == n:
         for k in range(n):  # selects, not branches (the loop vectorises); same numbers in the same dtype
             acc[k] = acc[k] + _drive_increment(base, unit, rem, mod, k, steps)
     else:
-        inc = _drive_increments(base, unit, rem, mod, per, steps)
+        inc = _drive_increments(base, unit, rem, mod, per, steps, incs)
         for b in range(0, n, per):
             for c in range(per):
                 k = np.uint64(b + c)
@@ -502,9 +508,9 @@ def drive_add(acc, base, unit, rem, mod, steps, per):
 
 
 @njit(cache=True, inline="always")
-def _drive_increments(base, unit, rem, mod, per, steps):
-    """This step's increments of drive states 0..per (advancing their carries)."""
-    inc = np.empty(per, dtype=base.dtype)
+def _drive_increments(base, unit, rem, mod, per, steps, incs):
+    """This step's increments of drive states 0..per (advancing their carries), in incs[:per]."""
+    inc = incs[:per]
     for c in range(per):
         inc[c] = _drive_increment(base, unit, rem, mod, c, steps)
     return inc

@@ -133,7 +133,7 @@ class Packed:
     blk_tot: int
     max_delay: int
     macs_on: int           # MACs of the analog input projections per "on" step
-    max_cols: int          # scratch size for the dense conv path (im2col)
+    max_cols: int          # scratch size for the dense paths (im2col and product; a dense product)
     sq: np.ndarray         # (Ntot,) int64 drive grid Q of static drives (0 elsewhere)
     su: np.ndarray         # (Ntot,) float64 grid unit 2^-F of static drives
     ndyn: int              # neurons whose drive depends on the input (sum of their populations' sizes)
@@ -286,6 +286,7 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
             row[DN_DENSE] = -1
             if mat.nnz * 2 >= n_pre * n_post and n_pre * n_post * dtype.itemsize <= DENSE_COPY_MAX_BYTES:
                 row[DN_DENSE] = wput(mat.toarray())
+                max_cols = max(max_cols, n_post)  # kernels.csr_dense's product
         elif isinstance(pr, S.ConvProjection):
             if row[J_KIND] != K_NOOP:
                 row[J_KIND] = K_CONV

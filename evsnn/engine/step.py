@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from evsnn.engine import kernels as KN
+from evsnn.engine.blas import kernel
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
     CV_CIG, CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_W32, CV_WDOFF,
@@ -34,7 +35,7 @@ from evsnn.engine.pack import (
 )
 
 
-@njit(cache=True)
+@kernel
 def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mark_row, lst_row, lst_n, full, rr,
             track, thr, sig, scratch):
     """Deliver n_ev events along projection m into ring slot rr; returns nothing (updates lists/flags).
@@ -81,7 +82,7 @@ def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mar
         npost = j[J_NPOST]
         od = j[DN_DENSE]
         if od >= 0 and dense:
-            KN.csr_dense(ev_idx, ev_sig, n_ev, wbuf[od:od + npre * npost], npre, npost, sig, acc)
+            KN.csr_dense(ev_idx, ev_sig, n_ev, wbuf[od:od + npre * npost], npre, npost, sig, acc, scratch)
             if track:
                 full[rr, q] = 1
             return
@@ -108,10 +109,11 @@ def scatter(m, ji, jf, wbuf, ibuf, idx32, ev_idx, ev_sig, n_ev, acc_row, pi, mar
     lst_n[rr, q] = n
 
 
-@njit(cache=True)
+@kernel
 def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, carry,
-                ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod, dsteps):
-    """Update population p at step t (slot r); returns its event count (events at ev_idx[off:...])."""
+                ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod, dsteps, marks, incs):
+    """Update population p at step t (slot r); returns its event count (events at ev_idx[off:...]).
+    ``marks`` (uint8) and ``incs`` (engine dtype): work space of the neuron updates, ≥ size + 8 entries."""
     off = pi[p, PI_OFF]
     size = pi[p, PI_SIZE]
     model = pi[p, PI_MODEL]
@@ -137,7 +139,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     if pi[p, PI_DRIVE] != 0:
         if t < dsteps and not fuse:
             NR.drive_add(accp[:size], dbase[off:off + dper], dunit[off:off + dper], drem[off:off + dper],
-                         dmod[off:off + dper], dsteps, dper)
+                         dmod[off:off + dper], dsteps, dper, incs)
         on = False  # its drive replaces input and bias
     sleep = (not bitserial) and t >= wake
     nl = lst_n[r, p]
@@ -182,7 +184,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
                                              ei, es, n_ev)
             elif model == M_CIF:
                 n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, cap, he, ei, es,
-                                     n_ev)
+                                     n_ev, marks)
                 still = NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he)
             else:
                 n_ev = NR.update_if(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, False, shift_den,
@@ -206,9 +208,9 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
             if fuse:
                 n_ev = NR.update_cif_drive(vp, cp, valp, accp, th, dbase[off:off + dper], dunit[off:off + dper],
                                            drem[off:off + dper], dmod[off:off + dper], dsteps, dper, cap, he, ei,
-                                           es, 0)
+                                           es, 0, marks, incs)
             else:
-                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0)
+                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0, marks)
             if sleep:
                 for b in range(nb):
                     if NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he):
@@ -239,7 +241,7 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
     return n_ev
 
 
-@njit(cache=True)
+@kernel
 def init_sample(n, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
                 v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, out,
                 dq, du, sq, su, dsteps, dbase, dunit, drem, dmod):
@@ -283,7 +285,7 @@ def init_sample(n, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_pt
                     lst_n, full, 0, False, thr[0], sig, scratch)
 
 
-@njit(cache=True)
+@kernel
 def input_events(n, t, rate, fan_in, ev_in_idx, ev_in_sig, rec_in_pos, rec_in_sops):
     """Step t (< wake) of sample n's rate input: its events into ``ev_in_idx``/``ev_in_sig``, its records;
     returns the event count."""
@@ -310,7 +312,7 @@ def tracks(bitserial, t, d, wake, kind):
     return (not bitserial) and (t + d > wake or kind == K_MAX)
 
 
-@njit(cache=True)
+@kernel
 def step_input(n, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan_in, bitserial, R, thr,
                acc, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, rec_in_pos, rec_in_sops):
     """Step t (< wake) of sample n's rate input: its spikes scattered into the ring slot t % R; records."""
@@ -324,7 +326,7 @@ def step_input(n, t, rate, pi, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan
                     thr[t % thr.shape[0]], sig, scratch)
 
 
-@njit(cache=True)
+@kernel
 def record_events(n, t, p, ne, pi, ev_idx, ev_sig, fan, ext, max_steps, rec_pos, rec_neg, rec_sops, raster,
                   do_raster):
     """Records of population p's ``ne`` events of step t (at ev_idx[off:off + ne]) for sample n."""
@@ -346,17 +348,18 @@ def record_events(n, t, p, ne, pi, ev_idx, ev_sig, fan, ext, max_steps, rec_pos,
     rec_sops[p, n, t] = so
 
 
-@njit(cache=True)
+@kernel
 def step_pop(n, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, fan, ext, wake,
              max_steps, bitserial, bits, R, thr, shift_den, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full,
              carry, ev_idx, ev_sig, sig, scratch, rec_pos, rec_neg, rec_sops, raster, do_raster, dsteps, dbase,
-             dunit, drem, dmod):
+             dunit, drem, dmod, marks, incs):
     """Step t of population p of sample n (its state slot ``v`` … ``dmod``): update, record and scatter its
-    events along every outgoing projection; returns whether it spiked."""
+    events along every outgoing projection; returns whether it spiked. ``marks``, ``incs``: work space
+    (see :func:`_update_pop`)."""
     r = t % R
     ne = _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                      full, carry, ev_idx, ev_sig, wake, bitserial, bits, shift_den, dbase, dunit, drem, dmod,
-                     dsteps)
+                     dsteps, marks, incs)
     if ne == 0:
         return False
     off = pi[p, PI_OFF]
@@ -372,7 +375,7 @@ def step_pop(n, t, p, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, o
     return True
 
 
-@njit(cache=True)
+@kernel
 def step_readout(n, t, pi, bias, ext, wake, bitserial, R, acc, inp, out, rec_out):
     """Step t of sample n's readout: accumulate its input (and, while on, bias and analog input); record."""
     P = pi.shape[0] - 1
@@ -391,7 +394,7 @@ def step_readout(n, t, pi, bias, ext, wake, bitserial, R, acc, inp, out, rec_out
         rec_out[n, t, ext[ro + i]] = out[i]
 
 
-@njit(cache=True)
+@kernel
 def finish_sample(n, t_end, pi, ext, back, cnt, val, out, rec_out, counts, values):
     """Sample n's records after its last step ``t_end − 1``: the readout held to the end, counts and values
     (gathered through ``back``, written in order: a scatter through ``ext`` writes channels-last neurons
