@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from numba import njit
 from numba.core.errors import TypingError
 
-from evsnn.engine.blas import dot_into, kernel
+from evsnn.engine.blas import dot_into
+from evsnn.engine.jit import kernel
 
 
 @kernel

@@ -13,25 +13,23 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from evsnn.engine.layers import layers_chunk
+from evsnn.engine.jit import kernel
+from evsnn.engine.layers import layers_chunk, window_space
 from evsnn.engine.pack import PI_SIZE
 from evsnn.engine.step import finish_sample, init_sample, step_input, step_pop, step_readout
 
 
-@njit(cache=True)
+@kernel
 def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list,
                 fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den, rec_out, rec_pos,
                 rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq,
                 du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit, drem, dmod,
-                carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch, marks, incs):
+                carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch, marks, incs, silent, t_end, spiked):
     """Samples lo..hi, ``G`` at a time in lock-step (one state slot each): in each step, population by
     population, every sample of the group in turn, so a layer's weights, read by one sample's scatter,
     are still in cache for the next sample's (the weights of a large network do not stay in cache from
-    one step to the next)."""
+    one step to the next). ``silent``, ``t_end`` (int64) and ``spiked`` (bool), (G,): work space."""
     P = pi.shape[0] - 1
-    silent = np.zeros(G, dtype=np.int64)
-    t_end = np.zeros(G, dtype=np.int64)
-    spiked = np.zeros(G, dtype=np.bool_)
     for n0 in range(lo, hi, G):
         k = min(G, hi - n0)
         for g in range(k):
@@ -122,12 +120,15 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
         sig = np.zeros(sig_size, dtype=theta.dtype)
         scratch = np.empty(scratch_size, dtype=theta.dtype)
         if window > 0:
+            (log_idx, log_sig, lnum, in_idx, in_sig, lin, stop, silent, t_end, pre, sel,
+             mbs) = window_space(G, window, P, nall, x.shape[1] + 1, theta, batch_size > 1, ji)
             layers_chunk(lo, hi, G, window, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32,
                          out_ptr, out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den,
                          rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
                          values, qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark,
                          lst, lst_n, full, out, dbase, dunit, drem, dmod, carry, sig, scratch,
-                         np.empty(max(1, batch_size), dtype=theta.dtype), marks, incs)
+                         np.empty(max(1, batch_size), dtype=theta.dtype), marks, incs, log_idx, log_sig, lnum,
+                         in_idx, in_sig, lin, stop, silent, t_end, pre, sel, mbs)
         else:
             ev_idx = np.zeros(nall, dtype=np.int64)
             ev_sig = np.zeros(nall, dtype=theta.dtype)
@@ -138,4 +139,5 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
                         rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
                         qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
                         full, out, dbase, dunit, drem, dmod, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig,
-                        scratch, marks, incs)
+                        scratch, marks, incs, np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64),
+                        np.zeros(G, dtype=np.bool_))

@@ -1,12 +1,5 @@
-"""BLAS products for the engine's kernels that are compiled without reference counting.
-
-The hot kernels are compiled with :data:`kernel` (``njit(cache=True, _nrt=False)``): Numba's runtime
-(NRT) would otherwise increment and decrement, with atomic instructions, the reference count of every
-array argument at every call and of every view made in a loop. Measured on the digits CNN (casc, 599
-samples) this was 27 % of the run (``NRT_incref``/``NRT_decref``); a call with 10 array arguments cost
-112 ns against 21 ns without NRT. Such a function may not allocate or return a new array, and it
-compiles the functions it calls in its own (NRT-free) context, so everything it reaches must be
-allocation-free too (Numba refuses to compile otherwise: "NRT required but not enabled").
+"""BLAS products for the engine's kernels, which are compiled without reference counting
+(:data:`evsnn.engine.jit.kernel`).
 
 ``np.dot(a, b, out)`` is not usable there (its implementation returns ``out``, which NRT-free code
 may not do), so :func:`dot_into` makes the same BLAS call as ``np.dot(a, b, out)`` does (Numba's own
@@ -15,14 +8,10 @@ code generation for it, hence the same sums bit for bit: tested) and returns not
 
 from __future__ import annotations
 
-from numba import njit, types
+from numba import types
 from numba.core.errors import TypingError
 from numba.core.extending import intrinsic
 from numba.np import linalg as _LA
-
-kernel = njit(cache=True, _nrt=False)
-"""Decorator of the engine's allocation-free compiled functions (no NRT reference counting; see above)."""
-
 
 @intrinsic
 def dot_into(typingctx, a, b, out):

@@ -4,9 +4,8 @@ Each kernel adds ``signal × weight`` into the target's input accumulator ``acc`
 (one ring slot, target-local, internal channels-last order). With ``track`` set
 it also records the touched blocks of the target (``mark``/``lst``, ``n`` listed
 so far; returns the new ``n``) so the sleep phase updates only those. The marks are written in
-place at each site, not through a helper taking ``mark`` and ``lst``: Numba's inlining copies array
-arguments with an atomic reference-count increment and decrement per call, which made the tracked
-conv scatter 1.5× slower on a 64-channel 32×32 layer.
+place at each site (history: under Numba's reference counting a helper taking ``mark`` and ``lst``
+made the tracked conv scatter 1.5× slower; the kernels now compile without it, :mod:`evsnn.engine.jit`).
 
 NumPy meaning of each kernel (tested in tests/test_engine_kernels.py):
 
@@ -17,7 +16,7 @@ NumPy meaning of each kernel (tested in tests/test_engine_kernels.py):
 - :func:`ident_scatter`: ``acc[map] += weight · s``.
 
 Dense alternatives for many events (:func:`conv_dense`, :func:`csr_dense`) use BLAS
-through ``np.dot`` and give the same sums (exactly, on dyadic-grid weights).
+(:func:`evsnn.engine.blas.dot_into`, ``np.dot``'s call) and give the same sums (exactly, on dyadic-grid weights).
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsnn.engine.blas import dot_into, kernel
+from evsnn.engine.blas import dot_into
+from evsnn.engine.jit import kernel
 
 
 @kernel

@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit
 
 from evsnn.engine import kernels as KN
-from evsnn.engine.blas import dot_into, kernel
+from evsnn.engine.blas import dot_into
+from evsnn.engine.jit import kernel
 from evsnn.engine.pack import (
     CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_WDOFF, CV_WO,
     DN_DENSE, J_KIND, J_NPOST, J_NPRE, J_POST, J_PRE, K_CONV, K_DENSE, PI_ACCOFF, PI_ACCSZ, PI_OFF, PI_SIZE,
@@ -171,50 +172,35 @@ def silent_from(q, wake, ji, stop):
 
 
 @njit(cache=True)
+def window_space(G, W, P, nall, nin, dtype_like, batched, ji):
+    """One thread's work arrays for :func:`layers_chunk` (which, counting no references, cannot allocate):
+    log_idx, log_sig (G, W, nall): population p's events of step t0 + k at [g, k, off:]; lnum (G, W, P + 1):
+    their numbers; in_idx, in_sig (G, W, nin), lin (G, W): the rate input's events; stop (G, P): the step
+    each population went silent from; silent, t_end (G,); pre, sel (W,): :func:`plan_dense`'s plan; mbs
+    (P + 1,): each target's batched projection (−1: none, or ``batched`` false)."""
+    mbs = np.full(P + 1, -1, dtype=np.int64)
+    if batched:
+        for q in range(P + 1):
+            mbs[q] = batched_projection(q, ji)
+    return (np.empty((G, W, nall), dtype=np.int64), np.empty((G, W, nall), dtype=dtype_like.dtype),
+            np.zeros((G, W, P + 1), dtype=np.int64), np.zeros((G, W, nin), dtype=np.int64),
+            np.zeros((G, W, nin), dtype=dtype_like.dtype), np.zeros((G, W), dtype=np.int64),
+            np.zeros((G, P), dtype=np.int64), np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64),
+            np.full(W, -1, dtype=np.int64), np.zeros(W, dtype=np.int64), mbs)
+
+
+@kernel
 def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
                  out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out, rec_pos,
                  rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out,
                  dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit,
-                 drem, dmod, carry, sig, scratch, bbuf, marks, incs):
+                 drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx, in_sig, lin,
+                 stop, silent, t_end, pre, sel, mbs):
     """Samples lo..hi, ``G`` at a time, layer-major over windows of ``W`` steps: per window, population by
     population, each sample of the group over the window's steps (its events logged per step), then the
     readout, which decides when a sample is quiet. State arrays as in :func:`evsnn.engine.batch.run_batch`
-    (one ring slot: no delays). ``bbuf``: room for :func:`plan_dense`'s batched dense steps (size ≤ 1: none,
-    each dense step then runs on its own)."""
-    P = pi.shape[0] - 1
-    nall = theta.shape[0]
-    nin = x.shape[1] + 1
-    log_idx = np.empty((G, W, nall), dtype=np.int64)  # population p's events of step t0 + k at [g, k, off:]
-    log_sig = np.empty((G, W, nall), dtype=theta.dtype)
-    lnum = np.zeros((G, W, P + 1), dtype=np.int64)
-    in_idx = np.zeros((G, W, nin), dtype=np.int64)  # the rate input's events
-    in_sig = np.zeros((G, W, nin), dtype=theta.dtype)
-    lin = np.zeros((G, W), dtype=np.int64)
-    stop = np.zeros((G, P), dtype=np.int64)
-    silent = np.zeros(G, dtype=np.int64)
-    t_end = np.zeros(G, dtype=np.int64)
-    pre = np.full(W, -1, dtype=np.int64)
-    sel = np.zeros(W, dtype=np.int64)
-    mbs = np.full(P + 1, -1, dtype=np.int64)
-    if bbuf.shape[0] > 1:
-        for q in range(P + 1):
-            mbs[q] = batched_projection(q, ji)
-    _layers_windows(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
-                    out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out,
-                    rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out,
-                    silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out,
-                    dbase, dunit, drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx,
-                    in_sig, lin, stop, silent, t_end, pre, sel, mbs)
-
-
-@kernel
-def _layers_windows(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
-                    out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out,
-                    rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out,
-                    silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out,
-                    dbase, dunit, drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx,
-                    in_sig, lin, stop, silent, t_end, pre, sel, mbs):
-    """The loop of :func:`layers_chunk` over its work arrays (allocated there: this one counts no references)."""
+    (one ring slot: no delays); the window's work arrays as :func:`window_space` makes them. ``bbuf``: room
+    for :func:`plan_dense`'s batched dense steps (size ≤ 1: none, each dense step then runs on its own)."""
     P = pi.shape[0] - 1
     for n0 in range(lo, hi, G):
         k = min(G, hi - n0)

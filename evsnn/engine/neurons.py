@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from evsnn.engine.blas import kernel
+from evsnn.engine.jit import kernel
 from evsnn.ir.drive import CLAMP
 
 

@@ -133,7 +133,7 @@ class Packed:
     blk_tot: int
     max_delay: int
     macs_on: int           # MACs of the analog input projections per "on" step
-    max_cols: int          # scratch size for the dense paths (im2col and product; a dense product)
+    max_cols: int          # scratch elements of a dense step: a conv's im2col rows and product, a CSR copy's product
     sq: np.ndarray         # (Ntot,) int64 drive grid Q of static drives (0 elsewhere)
     su: np.ndarray         # (Ntot,) float64 grid unit 2^-F of static drives
     ndyn: int              # neurons whose drive depends on the input (sum of their populations' sizes)

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from evsnn.engine import kernels as KN
-from evsnn.engine.blas import kernel
+from evsnn.engine.jit import kernel
 from evsnn.engine import neurons as NR
 from evsnn.engine.pack import (
     CV_CIG, CV_CIN, CV_COUT, CV_GROUPS, CV_H, CV_HO, CV_KH, CV_KW, CV_PL, CV_PT, CV_SH, CV_SW, CV_W, CV_W32, CV_WDOFF,
