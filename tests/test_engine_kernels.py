@@ -218,6 +218,36 @@ def test_may_fire_cif_never_rules_out_a_spike(seed, dtype):
                 assert NR.may_fire_cif(v[i], theta[i], count[i], cap), (v[i], theta[i], count[i], cap, he)
 
 
+@pytest.mark.parametrize("drive", [False, True])
+@pytest.mark.parametrize("size,lo", [(NR.MANY + 3, 0), (2 * NR.MANY + 5, NR.MANY + 2), (NR.MANY + 8, 0)])
+def test_cif_event_list_stays_in_its_room(size, lo, drive):
+    """Every neuron of a block lo..size fires, after size − (size − lo) = lo events already listed: the
+    list fills the population's room exactly, and nothing is written past it (the marks are read eight at
+    a time, the last word padded)."""
+    n = size - lo
+    theta = np.full(size, 0.75)
+    v = np.full(size, 2.0)
+    parent = np.full(size + 16, -7, np.int64)  # the population's room, then a sentinel
+    parent_s = np.full(size + 16, -7.0)
+    ev_i, ev_s = parent[:size], parent_s[:size]
+    cnt = np.zeros(size, np.int64)
+    if drive:  # update_cif_drive lists neurons 0..n of its arrays (a block's views)
+        z = np.zeros(n)
+        ne = NR.update_cif_drive(v[lo:], cnt[lo:], np.zeros(n), z.copy(), theta[lo:], z, z, np.zeros(n, np.int64),
+                                 np.zeros(n, np.int64), 3, n, 5, False, ev_i, ev_s, lo, dirty_marks(n),
+                                 dirty_incs(n, np.float64))
+        want = list(range(n))
+    else:
+        ne = NR.update_cif(v, cnt, np.zeros(size), np.zeros(size), np.zeros(size), np.zeros(size), theta, lo, size,
+                           False, 5, False, ev_i, ev_s, lo, dirty_marks(size))
+        want = list(range(lo, size))
+    assert ne == size
+    assert list(ev_i[lo:]) == want
+    assert (parent[size:] == -7).all() and (parent_s[size:] == -7).all()
+    assert (ev_s[lo:] == 1).all()
+    np.testing.assert_array_equal(v[lo:], 1.25)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31), st.sampled_from(["subtract", "zero"]), st.sampled_from([np.float32, np.float64]),
        st.booleans())

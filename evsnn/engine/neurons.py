@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from evsnn.engine.jit import kernel
 from evsnn.ir.drive import CLAMP
@@ -118,31 +119,30 @@ def may_fire_cif(vi, th, c, cap):
 
 
 @njit(cache=True, inline="always")
-def _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, n_ev):
-    """Lists neuron i (a candidate) in ``ev_idx[n_ev]`` and returns n_ev + 1 if it fires (cif_sign ≠ 0),
-    else n_ev: the exact rule, without a branch on the outcome."""
+def _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev):
+    """Lists neuron i (a candidate) at ``ev_idx[n_ev]`` with its sign at ``ev_sig[n_ev]`` and returns
+    n_ev + 1 if it fires (cif_sign ≠ 0), else n_ev: the exact rule, without a branch on the outcome."""
     q = v[i] / theta[i]
     c = cnt[i]
     ev_idx[n_ev] = i  # n_ev ≤ neurons scanned so far < population size: in bounds
     odd = half_even & ((c & 1) == 1)
     up = (q > 1) | ((q == 1) & (odd | (not half_even)))  # floor: q ≥ 1
     down = (q < 0) | ((q == 0) & odd)  # floor: q < 0
-    fire = (up & (c < cap)) | (down & (c > 0))
-    return n_ev + (1 if fire else 0)
+    fire_up = up & (c < cap)
+    ev_sig[n_ev] = 1 if fire_up else -1  # up and down exclude each other: a spike that is not +1 is −1
+    return n_ev + (1 if fire_up | (down & (c > 0)) else 0)
 
 
 @njit(cache=True, inline="always")
 def _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev):
-    """The spikes of the listed neurons ev_idx[n0:n_ev] (each fires): reset by ±θ, count, signal."""
+    """The spikes of the listed neurons ev_idx[n0:n_ev] (each fires, with the sign at ev_sig): reset by
+    ±θ (v − (−θ) is v + θ, bit for bit), count, signal."""
     for e in range(n0, n_ev):
         i = ev_idx[e]
-        vi = v[i]
-        th = theta[i]
-        s = 1 if vi / th >= 1 else -1
-        v[i] = vi - th if s > 0 else vi + th
-        cnt[i] += s
+        s = ev_sig[e]
+        v[i] = v[i] - s * theta[i]
+        cnt[i] += np.int64(s)
         val[i] += s
-        ev_sig[e] = s
     return n_ev
 
 
@@ -160,7 +160,7 @@ def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, e
     n0 = n_ev
     for i in range(lo, hi):
         if may_fire_cif(v[i], theta[i], cnt[i], cap):
-            n_ev = _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+            n_ev = _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev)
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev)
 
 
@@ -169,7 +169,7 @@ def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half
                        marks):
     """:func:`update_cif` on many neurons: the integration also marks the neurons that may fire (reading
     each membrane once), and the exact rule runs on the marked ones, found eight marks at a time."""
-    nw, maybe = _marks(marks, hi - lo)
+    maybe = _marks(marks, hi - lo)
     vs, ac, ip, bi, th, cs = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], theta[lo:hi], cnt[lo:hi]
     if on:
         for k in range(hi - lo):
@@ -183,7 +183,7 @@ def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half
             ac[k] = 0
             vs[k] = vi
             maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
-    n1 = _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    n1 = _cif_scan(maybe, hi - lo, lo, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev)
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
 
 
@@ -195,7 +195,7 @@ def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, 
     reading the currents once. Neuron k's drive state is entry k % ``per`` (see :func:`drive_add`). Work
     space: ``marks`` (uint8, ≥ len(v) + 8 bytes), ``incs`` (≥ per entries)."""
     n = len(v)
-    nw, maybe = _marks(marks, n)
+    maybe = _marks(marks, n)
     if per == n:
         for k in range(n):
             cur = acc[k] + _drive_increment(base, unit, rem, mod, k, steps)
@@ -213,32 +213,49 @@ def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, 
                 vi = v[k] + cur
                 v[k] = vi
                 maybe[k] = may_fire_cif(vi, theta[k], cnt[k], cap)
-    n1 = _cif_scan(maybe, nw, 0, v, theta, cnt, cap, half_even, ev_idx, n_ev)
+    n1 = _cif_scan(maybe, n, 0, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev)
     return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
 
 
 @njit(cache=True, inline="always")
 def _marks(buf, n):
-    """(word count, marks): the first bytes of ``buf`` as room for n one-byte marks in whole 8-byte words,
-    the last word's bytes past n zero."""
-    nw = (n + 7) // 8
-    maybe = buf[:nw * 8]
-    for k in range(max(nw * 8 - 8, 0), nw * 8):
-        maybe[k] = 0
-    return nw, maybe
+    """Room for n one-byte marks at the start of ``buf``, in whole 8-byte words (read as words)."""
+    return buf[:(n + 7) // 8 * 8]
+
+
+#: (word · PACK) >> 56 gathers the low bits of a word's eight 0/1 bytes into one byte (byte k → bit k):
+#: each byte's bit lands at 56 + k, and no two partial products share a bit, so nothing carries
+PACK = np.uint64(0x0102040810204080)
 
 
 @njit(cache=True, inline="always")
-def _cif_scan(maybe, nw, lo, v, theta, cnt, cap, half_even, ev_idx, n_ev):
-    """The marked neurons (``maybe[k]`` ≠ 0 for neuron lo + k) that fire listed from ev_idx[n_ev] on, the
-    marks read eight at a time (most words are 0); returns the new count."""
+def _cif_scan(maybe, n, lo, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev):
+    """The marked neurons (``maybe[k]`` ∈ {0, 1} for neuron lo + k, k < n) that fire listed from
+    ev_idx[n_ev] on (signs in ev_sig); returns the new count. ev_idx, ev_sig: room for n entries from n_ev.
+
+    Without a branch per mark: the marks of 64 neurons packed into one bit mask, whose set bits are
+    listed (trailing zeros); then the exact rule on the listed candidates, in place (each read before any
+    later write). A branch per mark or per word of marks mispredicted on the digits run (a new pattern
+    every step): two thirds of update_cif_drive's time."""
     words = maybe.view(np.uint64)
-    for w in range(nw):
-        if words[w] != 0:
-            for k in range(8 * w, 8 * w + 8):
-                if maybe[k] != 0:
-                    n_ev = _cif_list(lo + k, v, theta, cnt, cap, half_even, ev_idx, n_ev)
-    return n_ev
+    m = n_ev
+    nfull = n // 8
+    for g0 in range(0, nfull, 8):
+        bits = np.uint64(0)
+        for j in range(min(8, nfull - g0)):
+            bits |= ((words[g0 + j] * PACK) >> np.uint64(56)) << np.uint64(8 * j)
+        first = lo + 8 * g0
+        while bits != 0:
+            ev_idx[m] = first + trailing_zeros(bits)
+            m += 1
+            bits &= bits - np.uint64(1)
+    for k in range(n - n % 8, n):  # the last marks, not past n: the list has room for n entries only
+        ev_idx[m] = lo + k
+        m += maybe[k]
+    n1 = n_ev
+    for e in range(n_ev, m):
+        n1 = _cif_list(ev_idx[e], v, theta, cnt, cap, half_even, ev_idx, ev_sig, n1)
+    return n1
 
 
 @kernel
