@@ -233,12 +233,12 @@ def test_cif_event_list_stays_in_its_room(size, lo, drive):
     cnt = np.zeros(size, np.int64)
     if drive:  # update_cif_drive lists neurons 0..n of its arrays (a block's views)
         z = np.zeros(n)
-        ne = NR.update_cif_drive(v[lo:], cnt[lo:], np.zeros(n), z.copy(), theta[lo:], z, z, np.zeros(n, np.int64),
+        ne = NR.update_cif_drive(v[lo:], cnt[lo:], z.copy(), theta[lo:], z, z, np.zeros(n, np.int64),
                                  np.zeros(n, np.int64), 3, n, 5, False, ev_i, ev_s, lo, dirty_marks(n),
                                  dirty_incs(n, np.float64))
         want = list(range(n))
     else:
-        ne = NR.update_cif(v, cnt, np.zeros(size), np.zeros(size), np.zeros(size), np.zeros(size), theta, lo, size,
+        ne = NR.update_cif(v, cnt, np.zeros(size), np.zeros(size), np.zeros(size), theta, lo, size,
                            False, 5, False, ev_i, ev_s, lo, dirty_marks(size))
         want = list(range(lo, size))
     assert ne == size
@@ -262,8 +262,8 @@ def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     z = np.zeros(n, dtype)
     ev_i, ev_s = np.zeros(n, np.int64), np.zeros(n, dtype)
     # IF
-    vv, cc, val = v.astype(dtype), np.zeros(n, np.int64), np.zeros(n)
-    ne = NR.update_if(vv, cc, val, cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, False,
+    vv, cc = v.astype(dtype), np.zeros(n, np.int64)
+    ne = NR.update_if(vv, cc, cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, False,
                       np.ones(1, dtype), reset == "zero", ev_i, ev_s, 0)
     wv, ws = models.if_step(v, cur, theta, reset)
     np.testing.assert_array_equal(vv, wv)
@@ -272,7 +272,7 @@ def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     count = rng.integers(-1, 4, n)
     cap = int(rng.integers(0, 5))
     vv, cc = v.astype(dtype), count.copy()
-    ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, cap,
+    ne = NR.update_cif(vv, cc, cur.astype(dtype), z, z, theta.astype(dtype), 0, n, False, cap,
                        half_even, ev_i, ev_s, 0, dirty_marks(n))
     wv, wc, ws = models.cif_step(v, count, cur, theta, cap, half_even)
     np.testing.assert_array_equal(vv, wv)
@@ -282,7 +282,7 @@ def test_neuron_kernels_equal_models(seed, reset, dtype, half_even):
     # the same on the neurons lo..n only (a block of a population): the others untouched
     lo = int(rng.integers(0, 9))
     vv, cc, ev_i2 = v.astype(dtype), count.copy(), np.zeros(n, np.int64)
-    ne = NR.update_cif(vv, cc, np.zeros(n), cur.astype(dtype), z, z, theta.astype(dtype), lo, n, False, cap,
+    ne = NR.update_cif(vv, cc, cur.astype(dtype), z, z, theta.astype(dtype), lo, n, False, cap,
                        half_even, ev_i2, ev_s, 0, dirty_marks(n))
     np.testing.assert_array_equal(vv[lo:], wv[lo:])
     np.testing.assert_array_equal(vv[:lo], v[:lo].astype(dtype))
@@ -339,7 +339,7 @@ def test_gate_kernel_equals_maxpool_gate(dtype):
     want_c, want_s = models.maxpool_gate(wmax, cnt)
     cc = cnt.copy()
     ev_i, ev_s = np.zeros(8, np.int64), np.zeros(8, dtype)
-    ne, _ = NR.update_gate(cvals, cc, np.zeros(8), 0, 4, 2, 2, c, h, w, 2, 2, 2, 0, 0, ev_i, ev_s, 0)
+    ne, _ = NR.update_gate(cvals, cc, 0, 4, 2, 2, c, h, w, 2, 2, 2, 0, 0, ev_i, ev_s, 0)
     np.testing.assert_array_equal(cc, want_c)
     assert list(ev_i[:ne]) == list(np.flatnonzero(want_s))
 
@@ -369,11 +369,11 @@ def test_update_cif_drive_equals_drive_add_then_update_cif(seed, C, npos, steps,
         ei, es = np.zeros(size, np.int64), np.zeros(size, dtype)
         acc = cur.copy()
         NR.drive_add(acc, base, un, rem, want[2], steps, per, dirty_incs(per, dtype))
-        ne = NR.update_cif(want[0], want[1], np.zeros(size), acc, z, z, theta, 0, size, False, cap, half_even,
+        ne = NR.update_cif(want[0], want[1], acc, z, z, theta, 0, size, False, cap, half_even,
                            ei, es, 0, dirty_marks(size))
         fi, fs = np.zeros(size, np.int64), np.zeros(size, dtype)
         acc2 = cur.copy()
-        nf = NR.update_cif_drive(got[0], got[1], np.zeros(size), acc2, theta, base, un, rem, got[2], steps, per,
+        nf = NR.update_cif_drive(got[0], got[1], acc2, theta, base, un, rem, got[2], steps, per,
                                  cap, half_even, fi, fs, 0, dirty_marks(size), dirty_incs(per, dtype))
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
@@ -447,7 +447,7 @@ def test_update_gate_equals_maxpool_gate_on_any_window(seed, c, geom, h, dtype):
     sl = slice(p0 * c, p1 * c)
     cc = cnt.copy()
     ev_i, ev_s = np.zeros(ho * ho * c, np.int64), np.zeros(ho * ho * c, dtype)
-    ne, still = NR.update_gate(cvals, cc, np.zeros(ho * ho * c), p0, p1, k, k, c, h, h, ho, s, s, pd, pd, ev_i,
+    ne, still = NR.update_gate(cvals, cc, p0, p1, k, k, c, h, h, ho, s, s, pd, pd, ev_i,
                                ev_s, 0)
     np.testing.assert_array_equal(cc[sl], want_c[sl])
     np.testing.assert_array_equal(cc[:p0 * c], cnt[:p0 * c])

@@ -105,15 +105,14 @@ def _update(dtype, rng) -> float:
     """Seconds per neuron of a full CIF or IF update (the larger)."""
     n = 1 << 16
     v = rng.standard_normal(n).astype(dtype)
-    cnt, val = np.zeros(n, np.int64), np.zeros(n)
+    cnt = np.zeros(n, np.int64)
     acc, inp, bias = np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype)
     th = np.ones(n, dtype)
     ei, es = np.zeros(n, np.int64), np.zeros(n, dtype)
     den = np.array([16.0], dtype)
     marks = np.zeros(n + 8, np.uint8)
-    t_cif = _time(lambda: NR.update_cif(v, cnt, val, acc, inp, bias, th, 0, n, False, 8, False, ei, es, 0,
-                                            marks))
-    t_if = _time(lambda: NR.update_if(v, cnt, val, acc, inp, bias, th, 0, n, False, False, den, False, ei, es, 0))
+    t_cif = _time(lambda: NR.update_cif(v, cnt, acc, inp, bias, th, 0, n, False, 8, False, ei, es, 0, marks))
+    t_if = _time(lambda: NR.update_if(v, cnt, acc, inp, bias, th, 0, n, False, False, den, False, ei, es, 0))
     return max(t_cif, t_if) / n
 
 

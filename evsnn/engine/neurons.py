@@ -1,7 +1,9 @@
 """Neuron-update kernels: one population, neurons ``lo..hi`` (internal order), one step.
 
 Arrays are population-local views: ``v`` membrane (engine dtype), ``cnt`` net
-count (int64), ``val`` transmitted value (float64), ``acc`` this step's input
+count (int64), ``val`` transmitted value (float64; kept by the bit-serial updates only: elsewhere every
+spike carries ±1, so the value is the net count, and the engine does not write it a second time),
+``acc`` this step's input
 accumulator (cleared as it is read), ``inp`` precomputed analog input current,
 ``bias``, ``theta``. Spikes are appended to ``ev_idx``/``ev_sig`` (signal = ±1,
 or 2^(K−1−k) for a bit-serial spike); each function returns the new event count.
@@ -44,7 +46,7 @@ def _integrate(v, acc, inp, bias, on):
 
 
 @kernel
-def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, zero_reset, ev_idx, ev_sig, n_ev):
+def update_if(v, cnt, acc, inp, bias, theta, lo, hi, on, shift, shift_den, zero_reset, ev_idx, ev_sig, n_ev):
     """IF: v += I; s = [v ≥ θ]; v -= θ (or v = 0). ``shift`` adds θ/shift_den[0] (Deng & Gu δ = θ/(2T)).
 
     ``shift_den``: 1-element array in the engine dtype, so δ is computed in that dtype.
@@ -78,7 +80,6 @@ def update_if(v, cnt, val, acc, inp, bias, theta, lo, hi, on, shift, shift_den, 
         vi = v[i]
         v[i] = vi - vi if zero_reset else vi - theta[i]
         cnt[i] += 1
-        val[i] += 1.0
         ev_sig[e] = 1
     return n_ev
 
@@ -134,7 +135,7 @@ def _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev):
 
 
 @njit(cache=True, inline="always")
-def _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev):
+def _cif_fire(v, cnt, theta, ev_idx, ev_sig, n0, n_ev):
     """The spikes of the listed neurons ev_idx[n0:n_ev] (each fires, with the sign at ev_sig): reset by
     ±θ (v − (−θ) is v + θ, bit for bit), count, signal."""
     for e in range(n0, n_ev):
@@ -142,30 +143,29 @@ def _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev):
         s = ev_sig[e]
         v[i] = v[i] - s * theta[i]
         cnt[i] += np.int64(s)
-        val[i] += s
     return n_ev
 
 
 @kernel
-def update_cif(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev, marks):
+def update_cif(v, cnt, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev, marks):
     """CIF (CASC) with signed spikes; ``cap`` = min(t_w, L); ``half_even``: ties to even (cif_sign);
     ``marks``: uint8 work space, ≥ hi − lo + 8 bytes."""
     # passes with the same result per neuron as the one-pass rule: integration (no branch: vectorises),
     # the exact rule (q = v/θ as in cif_sign) on the neurons may_fire_cif does not rule out, the spikes.
     # Many neurons: _update_cif_marked. A few (a block of the sleep phase): one loop, no marks
     if hi - lo >= MANY:
-        return _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig,
+        return _update_cif_marked(v, cnt, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig,
                                   n_ev, marks)
     _integrate(v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], on)  # from 0: see update_if
     n0 = n_ev
     for i in range(lo, hi):
         if may_fire_cif(v[i], theta[i], cnt[i], cap):
             n_ev = _cif_list(i, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev)
-    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n0, n_ev)
+    return _cif_fire(v, cnt, theta, ev_idx, ev_sig, n0, n_ev)
 
 
 @kernel
-def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev,
+def _update_cif_marked(v, cnt, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev,
                        marks):
     """:func:`update_cif` on many neurons: the integration also marks the neurons that may fire (reading
     each membrane once), and the exact rule runs on the marked ones, found eight marks at a time."""
@@ -184,11 +184,11 @@ def _update_cif_marked(v, cnt, val, acc, inp, bias, theta, lo, hi, on, cap, half
             vs[k] = vi
             maybe[k] = may_fire_cif(vi, th[k], cs[k], cap)
     n1 = _cif_scan(maybe, hi - lo, lo, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev)
-    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
+    return _cif_fire(v, cnt, theta, ev_idx, ev_sig, n_ev, n1)
 
 
 @kernel
-def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, cap, half_even, ev_idx, ev_sig,
+def update_cif_drive(v, cnt, acc, theta, base, unit, rem, mod, steps, per, cap, half_even, ev_idx, ev_sig,
                      n_ev, marks, incs):
     """:func:`drive_add` then :func:`update_cif` (input and bias off) in one pass over the neurons 0..len(v):
     each takes acc + its drive increment, then v + that, the same additions in the same order (bit for bit),
@@ -214,7 +214,7 @@ def update_cif_drive(v, cnt, val, acc, theta, base, unit, rem, mod, steps, per, 
                 v[k] = vi
                 maybe[k] = may_fire_cif(vi, theta[k], cnt[k], cap)
     n1 = _cif_scan(maybe, n, 0, v, theta, cnt, cap, half_even, ev_idx, ev_sig, n_ev)
-    return _cif_fire(v, cnt, val, theta, ev_idx, ev_sig, n_ev, n1)
+    return _cif_fire(v, cnt, theta, ev_idx, ev_sig, n_ev, n1)
 
 
 @njit(cache=True, inline="always")
@@ -344,14 +344,14 @@ def window_max(cvals, p, c, kh, kw, C, H, W, Wo, sh, sw, pt, pl):
 
 
 @njit(cache=True, inline="always")
-def _gate_2x2(cvals, cnt, val, i0, r0, row, C, ev_idx, ev_sig, n_ev):
+def _gate_2x2(cvals, cnt, i0, r0, row, C, ev_idx, ev_sig, n_ev):
     """:func:`update_gate`'s rule for the C gates from i0 on, whose window is the 2×2 block of inputs at
     r0, r0 + C, r0 + row, r0 + row + C (channels last): the maximum taken in that order, as window_max
     does; the spikes listed without a branch (every index written, the count advanced on a spike).
     Returns (n_ev, whether a gate that spiked is still off by ≥ 1)."""
     a, b = cvals[r0:r0 + C], cvals[r0 + C:r0 + 2 * C]
     c_, d_ = cvals[r0 + row:r0 + row + C], cvals[r0 + row + C:r0 + row + 2 * C]
-    cs, vs = cnt[i0:i0 + C], val[i0:i0 + C]
+    cs = cnt[i0:i0 + C]
     still = False
     for c in range(C):
         m = -np.inf
@@ -366,7 +366,6 @@ def _gate_2x2(cvals, cnt, val, i0, r0, row, C, ev_idx, ev_sig, n_ev):
         d = m - cs[c]
         s = 1 if d >= 1 else (-1 if d <= -1 else 0)
         cs[c] += s
-        vs[c] += s
         ev_idx[n_ev] = i0 + c  # n_ev ≤ gates scanned so far < population size: in bounds
         ev_sig[n_ev] = s
         n_ev += 1 if s != 0 else 0
@@ -375,7 +374,7 @@ def _gate_2x2(cvals, cnt, val, i0, r0, row, C, ev_idx, ev_sig, n_ev):
 
 
 @kernel
-def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev_idx, ev_sig, n_ev):
+def update_gate(cvals, cnt, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev_idx, ev_sig, n_ev):
     """Max-pool gates at positions p0..p1: s = clip(max_i c_i − S, −1, 1); S += s. Returns (n_ev, still_off)."""
     still = False
     for p in range(p0, p1):
@@ -387,7 +386,7 @@ def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev
         x0 = max(ox * sw - pl, 0)
         x1 = min(ox * sw - pl + kw, W)
         if y1 - y0 == 2 and x1 - x0 == 2:  # a whole 2×2 window (most max pools): its four rows, no branches
-            n_ev, fired = _gate_2x2(cvals, cnt, val, p * C, (y0 * W + x0) * C, W * C, C, ev_idx, ev_sig, n_ev)
+            n_ev, fired = _gate_2x2(cvals, cnt, p * C, (y0 * W + x0) * C, W * C, C, ev_idx, ev_sig, n_ev)
             still = still or fired
             continue
         for c in range(C):
@@ -402,7 +401,6 @@ def update_gate(cvals, cnt, val, p0, p1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ev
             s = 1 if d >= 1 else (-1 if d <= -1 else 0)
             if s != 0:
                 cnt[i] += s
-                val[i] += s
                 ev_idx[n_ev] = i
                 ev_sig[n_ev] = s
                 n_ev += 1

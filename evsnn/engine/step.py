@@ -180,14 +180,14 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
             mk[b] = 0
             if model == M_MAX:
                 NR.gate_absorb_block(cv, accp, b, kh, kw, C, H, W, Wo, sh, sw, pt, pl)
-                n_ev, still = NR.update_gate(cv, cp, valp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl,
+                n_ev, still = NR.update_gate(cv, cp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl,
                                              ei, es, n_ev)
             elif model == M_CIF:
-                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, cap, he, ei, es,
+                n_ev = NR.update_cif(vp, cp, accp, inpp, bi, th, b * bs, b * bs + bs, False, cap, he, ei, es,
                                      n_ev, marks)
                 still = NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he)
             else:
-                n_ev = NR.update_if(vp, cp, valp, accp, inpp, bi, th, b * bs, b * bs + bs, False, False, shift_den,
+                n_ev = NR.update_if(vp, cp, accp, inpp, bi, th, b * bs, b * bs + bs, False, False, shift_den,
                                     pi[p, PI_RESET] == 1, ei, es, n_ev)
                 still = NR.can_fire_if(vp, th, b * bs, b * bs + bs)
             if still:
@@ -199,25 +199,25 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
         if model == M_MAX:
             NR.gate_absorb_all(cv, accp)
             for b in range(nb):
-                n_ev, still = NR.update_gate(cv, cp, valp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ei, es,
+                n_ev, still = NR.update_gate(cv, cp, b, b + 1, kh, kw, C, H, W, Wo, sh, sw, pt, pl, ei, es,
                                              n_ev)
                 if still:
                     carry[nc] = b
                     nc += 1
         elif model == M_CIF:
             if fuse:
-                n_ev = NR.update_cif_drive(vp, cp, valp, accp, th, dbase[off:off + dper], dunit[off:off + dper],
+                n_ev = NR.update_cif_drive(vp, cp, accp, th, dbase[off:off + dper], dunit[off:off + dper],
                                            drem[off:off + dper], dmod[off:off + dper], dsteps, dper, cap, he, ei,
                                            es, 0, marks, incs)
             else:
-                n_ev = NR.update_cif(vp, cp, valp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0, marks)
+                n_ev = NR.update_cif(vp, cp, accp, inpp, bi, th, 0, size, on, cap, he, ei, es, 0, marks)
             if sleep:
                 for b in range(nb):
                     if NR.can_fire_cif(vp, cp, th, b * bs, b * bs + bs, ncap_next, he):
                         carry[nc] = b
                         nc += 1
         else:
-            n_ev = NR.update_if(vp, cp, valp, accp, inpp, bi, th, 0, size, on,
+            n_ev = NR.update_if(vp, cp, accp, inpp, bi, th, 0, size, on,
                                 pi[p, PI_SHIFT] == 1 and t < wake, shift_den, pi[p, PI_RESET] == 1, ei, es, 0)
             if sleep:
                 for b in range(nb):
