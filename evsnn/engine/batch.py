@@ -101,7 +101,9 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
         hi = (c + 1) * N // nchunks
         v = np.empty((G, nall), dtype=theta.dtype)
         cnt = np.zeros((G, nall), dtype=np.int64)
-        val = np.zeros((G, nall), dtype=np.float64)
+        # transmitted values differ from the counts only for bit-serial spikes, and only the bit-serial
+        # updates write them (neurons.py): elsewhere empty, nothing to clear or gather per sample
+        val = np.zeros((G, nall if bitserial else 0), dtype=np.float64)
         acc = np.zeros((G, R, acc_tot), dtype=theta.dtype)
         inp = np.zeros((G, acc_tot), dtype=theta.dtype)
         cvals = np.zeros((G, c_tot), dtype=theta.dtype)

@@ -168,7 +168,7 @@ def update_cif(v, cnt, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx
 def _update_cif_marked(v, cnt, acc, inp, bias, theta, lo, hi, on, cap, half_even, ev_idx, ev_sig, n_ev,
                        marks):
     """:func:`update_cif` on many neurons: the integration also marks the neurons that may fire (reading
-    each membrane once), and the exact rule runs on the marked ones, found eight marks at a time."""
+    each membrane once), and the exact rule runs on the marked ones (listed by :func:`_cif_scan`)."""
     maybe = _marks(marks, hi - lo)
     vs, ac, ip, bi, th, cs = v[lo:hi], acc[lo:hi], inp[lo:hi], bias[lo:hi], theta[lo:hi], cnt[lo:hi]
     if on:
