@@ -228,7 +228,7 @@ def test_drive_grid_is_exact(ds, L, T, phase, rounding):
 @given(st.integers(0, 2**32 - 1), st.sampled_from([1, 7, 255]), st.sampled_from([0.0, 0.5]),
        st.sampled_from(["floor", "half_even"]))
 def test_grid_kernel_equals_numpy_reference(seed, levels, phase, rounding):
-    """engine.neurons.grid_rows (per value, with the gather into internal order) == ir.drive.grid, on
+    """engine.neurons.grid_row (per value, with the gather into internal order) == ir.drive.grid, on
     random magnitudes, exact level boundaries and ties, their float64 neighbours, ±CLAMP and beyond, NaN (--allow-nonfinite)."""
     from evsnn.engine import neurons as NR
     rng = np.random.default_rng(seed)
@@ -241,7 +241,9 @@ def test_grid_kernel_equals_numpy_reference(seed, levels, phase, rounding):
     perm = rng.permutation(size)
     q, u = np.zeros((n, size + 5), np.int64), np.zeros((n, size + 5))
     off = phase - 0.5 if rounding == "half_even" else phase
-    NR.grid_rows(d, perm, float(levels), off, rounding == "half_even", q, u, 5)
+    work = np.zeros((2, size))
+    for i in range(n):
+        NR.grid_row(d[i], perm, float(levels), off, rounding == "half_even", q[i, 5:], u[i, 5:], work[0], work[1])
     with np.errstate(invalid="ignore"):  # NaN cast to int64 (the kernel casts it the same way)
         want_q, want_u = DR.grid(d, levels, phase, rounding)
     np.testing.assert_array_equal(q[:, 5:], want_q[:, perm])
@@ -419,3 +421,30 @@ def test_cli_verify_writes_and_reports_exactness(tmp_path, monkeypatch):
         f["verify/mismatches/a2"][2] = 3
     r = runner.invoke(cli, ["report", str(tmp_path / "casc.h5")])
     assert "exact: 88.89 % of samples (8 of 9); neurons off the ANN level: a2 3" in r.output
+
+
+def test_two_input_fed_populations_take_their_own_drive_grids():
+    """Two populations fed by the analog input (two branches of x): the engine puts each sample's drive
+    totals on the grid population by population (engine.pack.input_drive, PI_DOFF, pk.dperm); its counts
+    equal the reference simulator's, on 1 and 2 threads, for real (non-dyadic) weights."""
+    from evsnn.engine.pack import D_INPUT, PI_DRIVE
+
+    rng = np.random.default_rng(11)
+    g = A.AnnGraph([
+        A.Input("x", (), (12,)),
+        A.Dense("d1", ("x",), rng.standard_normal((16, 12)) * 0.4, rng.standard_normal(16) * 0.1),
+        A.QuantAct("a1", ("d1",), 15, 1.0, 0.0),
+        A.Dense("d2", ("x",), rng.standard_normal((16, 12)) * 0.4, rng.standard_normal(16) * 0.1),
+        A.QuantAct("a2", ("d2",), 7, 1.0, 0.0),
+        A.Add("s", ("a1", "a2")),
+        A.Dense("out", ("s",), rng.standard_normal((3, 16)) * 0.3, np.zeros(3)),
+    ], "out", "dense")
+    net = convert(g, "casc")
+    x = rng.random((6, 12))
+    prep = engine.prepare(net)
+    assert (prep.packed.pi[:len(net.populations), PI_DRIVE] == D_INPUT).sum() == 2
+    want = ref_simulate(net, x)
+    for th in (1, 2):
+        got = engine.simulate(prep, x, threads=th)
+        for name in want.counts:
+            np.testing.assert_array_equal(got.counts[name], want.counts[name])

@@ -51,13 +51,13 @@ def test_input_drive_is_computed_with_blas_on_one_thread(blas_at_two, monkeypatc
     """The input-fed drive (a NumPy conv/matmul of the batch) runs before the engine's threads start: with
     BLAS at two threads its workers would then spin on the engine threads' cores, so it runs at one too."""
     net, x = _dense_net()
-    real, seen = engine_run.input_drive_grid, []
+    real, seen = engine_run.input_drive, []
 
     def spy(*args):
         seen.append(threads.blas_threads())
         return real(*args)
 
-    monkeypatch.setattr(engine_run, "input_drive_grid", spy)
+    monkeypatch.setattr(engine_run, "input_drive", spy)
     engine.simulate(net, x, threads=2)
     assert len(seen) == 1 and set(seen[0]) == {1}
     assert set(threads.blas_threads()) == {2}

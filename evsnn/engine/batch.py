@@ -22,9 +22,10 @@ from evsnn.engine.step import finish_sample, init_sample, step_input, step_pop, 
 @kernel
 def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list,
                 fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den, rec_out, rec_pos,
-                rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq,
-                du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit, drem, dmod,
-                carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch, marks, incs, silent, t_end, spiked):
+                rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dd,
+                dperm, dgrid, dwq, dwork, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out,
+                dbase, dunit, drem, dmod, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig, scratch, marks, incs,
+                silent, t_end, spiked):
     """Samples lo..hi, ``G`` at a time in lock-step (one state slot each): in each step, population by
     population, every sample of the group in turn, so a layer's weights, read by one sample's scatter,
     are still in cache for the next sample's (the weights of a large network do not stay in cache from
@@ -35,8 +36,8 @@ def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf,
         for g in range(k):
             init_sample(n0 + g, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
                         v[g], cnt[g], val[g], acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g],
-                        ev_in_idx, ev_in_sig, sig, scratch, out[g], dq, du, sq, su, dsteps, dbase[g], dunit[g],
-                        drem[g], dmod[g])
+                        ev_in_idx, ev_in_sig, sig, scratch, out[g], dd, dperm, dgrid, dwq, dwork, sq, su, dsteps,
+                        dbase[g], dunit[g], drem[g], dmod[g])
             silent[g] = 0
             t_end[g] = max_steps
             qa_out[n0 + g] = -1
@@ -78,7 +79,7 @@ def steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf,
 def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
               out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den, acc_tot, c_tot,
               blk_tot, sig_size, scratch_size, batch_size, rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos,
-              rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dq, du, sq, su, dsteps):
+              rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out, dd, dperm, dgrid, sq, su, dsteps):
     """Samples split into ``nchunks`` contiguous chunks run in parallel, one per thread, ``group`` samples
     at a time; ``window`` > 0: layer-major over windows of that many steps (the network must be
     feed-forward without delays, :attr:`evsnn.engine.pack.Packed.layered`), 0: step-major; ``batch_size``:
@@ -91,6 +92,8 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
     ``rec_pos[p, n, t]``; ``counts``/``values``/``raster`` flat, population p's block at N·off (N·T·off for
     the raster) holding (N, size) (or (N, T, size)) in C order. A sample stops when it is quiet (t ≥ wake
     and no spike in the last D+1 steps): ``qa_out`` its last step (−1: never), ``silent_out`` its quiet steps.
+    Input-fed drives: the batch's totals ``dd`` (N, ndyn), put on their grid per sample (``dperm``,
+    ``dgrid``: :class:`evsnn.engine.pack.Packed`; :func:`evsnn.engine.step.init_sample`).
     """
     N = x.shape[0]
     P = pi.shape[0] - 1
@@ -116,6 +119,8 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
         dunit = np.zeros((G, nall), dtype=theta.dtype)
         drem = np.zeros((G, nall), dtype=np.int64)
         dmod = np.zeros((G, nall), dtype=np.int64)
+        dwq = np.zeros(dperm.shape[0], dtype=np.int64)  # one sample's input-fed drive grid (step.init_sample)
+        dwork = np.zeros((3, dperm.shape[0]), dtype=np.float64)
         carry = np.zeros(blk_tot + 1, dtype=np.int64)  # scratch, shared by the slots: a step runs to its end
         marks = np.zeros(nall + 8, dtype=np.uint8)  # the neuron updates' work space (step._update_pop)
         incs = np.zeros(nall + 8, dtype=theta.dtype)
@@ -127,8 +132,8 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
             layers_chunk(lo, hi, G, window, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32,
                          out_ptr, out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den,
                          rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts,
-                         values, qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark,
-                         lst, lst_n, full, out, dbase, dunit, drem, dmod, carry, sig, scratch,
+                         values, qa_out, silent_out, dd, dperm, dgrid, dwq, dwork, sq, su, dsteps, v, cnt, val, acc,
+                         inp, cvals, mark, lst, lst_n, full, out, dbase, dunit, drem, dmod, carry, sig, scratch,
                          np.empty(max(1, batch_size), dtype=theta.dtype), marks, incs, log_idx, log_sig, lnum,
                          in_idx, in_sig, lin, stop, silent, t_end, pre, sel, mbs)
         else:
@@ -139,7 +144,7 @@ def run_batch(nchunks, group, window, x, rate, use_rate, pi, v0, theta, bias, ji
             steps_chunk(lo, hi, G, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
                         out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, R, D, thr, shift_den,
                         rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
-                        qa_out, silent_out, dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n,
-                        full, out, dbase, dunit, drem, dmod, carry, ev_idx, ev_sig, ev_in_idx, ev_in_sig, sig,
-                        scratch, marks, incs, np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64),
+                        qa_out, silent_out, dd, dperm, dgrid, dwq, dwork, sq, su, dsteps, v, cnt, val, acc, inp, cvals,
+                        mark, lst, lst_n, full, out, dbase, dunit, drem, dmod, carry, ev_idx, ev_sig, ev_in_idx,
+                        ev_in_sig, sig, scratch, marks, incs, np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64),
                         np.zeros(G, dtype=np.bool_))

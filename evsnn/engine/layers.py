@@ -193,9 +193,9 @@ def window_space(G, W, P, nall, nin, dtype_like, batched, ji):
 def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, wbuf, ibuf, idx32, out_ptr,
                  out_list, fan, fan_in, ext, back, wake, max_steps, bitserial, bits, thr, shift_den, rec_out, rec_pos,
                  rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values, qa_out, silent_out,
-                 dq, du, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, out, dbase, dunit,
-                 drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx, in_sig, lin,
-                 stop, silent, t_end, pre, sel, mbs):
+                 dd, dperm, dgrid, dwq, dwork, sq, su, dsteps, v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full,
+                 out, dbase, dunit, drem, dmod, carry, sig, scratch, bbuf, marks, incs, log_idx, log_sig, lnum, in_idx,
+                 in_sig, lin, stop, silent, t_end, pre, sel, mbs):
     """Samples lo..hi, ``G`` at a time, layer-major over windows of ``W`` steps: per window, population by
     population, each sample of the group over the window's steps (its events logged per step), then the
     readout, which decides when a sample is quiet. State arrays as in :func:`evsnn.engine.batch.run_batch`
@@ -207,8 +207,8 @@ def layers_chunk(lo, hi, G, W, x, rate, use_rate, pi, v0, theta, bias, ji, jf, w
         for g in range(k):
             init_sample(n0 + g, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
                         v[g], cnt[g], val[g], acc[g], inp[g], cvals[g], mark[g], lst[g], lst_n[g], full[g],
-                        in_idx[g, 0], in_sig[g, 0], sig, scratch, out[g], dq, du, sq, su, dsteps, dbase[g],
-                        dunit[g], drem[g], dmod[g])
+                        in_idx[g, 0], in_sig[g, 0], sig, scratch, out[g], dd, dperm, dgrid, dwq, dwork, sq, su,
+                        dsteps, dbase[g], dunit[g], drem[g], dmod[g])
             silent[g] = 0
             t_end[g] = max_steps
             qa_out[n0 + g] = -1

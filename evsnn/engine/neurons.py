@@ -446,36 +446,31 @@ POW2 = np.ldexp(1.0, np.arange(64))
 POW2_NEG = np.ldexp(1.0, -np.arange(64))
 
 
-@njit(cache=True)
-def grid_rows(d, perm, levels, off, half_even, q, u, o):
-    """q[n, o + i], u[n, o + i] = the drive grid (Q, 2^-F) of d[n, perm[i]] for every sample n: the
-    operations of :func:`evsnn.ir.drive.grid` (``off`` = φ, or φ − ½ for ``half_even``), each exact, so
-    the same numbers (tested), with the gather into internal order fused in. frexp's exponent is read
-    from the bits and ldexp is a product with a power of two (exact: no result leaves the normal range).
-    Two passes per sample, each over slices from 0 and without branches, so that both vectorise."""
+@kernel
+def grid_row(d, perm, levels, off, half_even, q, u, xs, mags):
+    """q[i], u[i] = the drive grid (Q, 2^-F) of d[perm[i]] (one sample's drive totals, gathered into
+    internal order): the operations of :func:`evsnn.ir.drive.grid` (``off`` = φ, or φ − ½ for
+    ``half_even``), each exact, so the same numbers (tested). frexp's exponent is read from the bits and
+    ldexp is a product with a power of two (exact: no result leaves the normal range). Two passes, each
+    over slices from 0 and without branches, so that both vectorise; ``xs``, ``mags``: work space
+    (float64, ≥ len(perm))."""
     m = perm.shape[0]
-    xs = np.empty(m, dtype=np.float64)  # a sample's clamped drives, in internal order
-    mags = np.empty(m, dtype=np.float64)
     mbits = mags.view(np.int64)
-    for n in range(d.shape[0]):
-        dn = d[n]
-        for i in range(m):
-            x = dn[perm[i]]
-            x = -CLAMP if x < -CLAMP else (CLAMP if x > CLAMP else x)  # NaN passes unchanged, as through np.clip
-            xs[i] = x
-            mags[i] = np.ceil(abs(x)) + levels + 2.0  # an integer in [3, 2^51), or NaN
-        qn = q[n, o:o + m]
-        un = u[n, o:o + m]
-        for i in range(m):
-            mag = mags[i]
-            e = ((mbits[i] >> 52) & 0x7FF) - 1022 if mag == mag else 0  # frexp(mag)[1]
-            f = max(52 - e, 2)
-            y = (xs[i] + off) * POW2[f]
-            qi = np.int64(np.floor(y))
-            # a false tie: one unit up, the same side of k + ½ (ir.drive.grid)
-            tie = half_even & ((qi & ((np.int64(1) << f) - 1)) == (np.int64(1) << (f - 1))) & (y != qi)
-            qn[i] = (qi + (1 if tie else 0)) - np.int64(off * POW2[f])
-            un[i] = POW2_NEG[f]
+    for i in range(m):
+        x = d[perm[i]]
+        x = -CLAMP if x < -CLAMP else (CLAMP if x > CLAMP else x)  # NaN passes unchanged, as through np.clip
+        xs[i] = x
+        mags[i] = np.ceil(abs(x)) + levels + 2.0  # an integer in [3, 2^51), or NaN
+    for i in range(m):
+        mag = mags[i]
+        e = ((mbits[i] >> 52) & 0x7FF) - 1022 if mag == mag else 0  # frexp(mag)[1]
+        f = max(52 - e, 2)
+        y = (xs[i] + off) * POW2[f]
+        qi = np.int64(np.floor(y))
+        # a false tie: one unit up, the same side of k + ½ (ir.drive.grid)
+        tie = half_even & ((qi & ((np.int64(1) << f) - 1)) == (np.int64(1) << (f - 1))) & (y != qi)
+        q[i] = (qi + (1 if tie else 0)) - np.int64(off * POW2[f])
+        u[i] = POW2_NEG[f]
 
 
 @kernel

@@ -19,9 +19,9 @@ Tables (int64 unless noted):
 
 Drives (:mod:`evsnn.ir.drive`): ``sq``/``su`` hold the grid (Q, 2^-F) of every
 drive that does not depend on the sample (internal order); populations fed by
-the analog input get theirs per batch (:func:`input_drive_grid`), at
-``PI_DOFF`` in a (N, total) array. Their analog input projections are no-ops
-in the kernels (their current is in the drive).
+the analog input get theirs per sample, from the batch's totals (:func:`input_drive`,
+population p's at ``PI_DOFF`` in a (N, total) array). Their analog input projections
+are no-ops in the kernels (their current is in the drive).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from evsnn.engine import neurons as NR
 from evsnn.ir import drive as DR
 from evsnn.ir import snn as S
 
@@ -137,6 +136,9 @@ class Packed:
     sq: np.ndarray         # (Ntot,) int64 drive grid Q of static drives (0 elsewhere)
     su: np.ndarray         # (Ntot,) float64 grid unit 2^-F of static drives
     ndyn: int              # neurons whose drive depends on the input (sum of their populations' sizes)
+    dperm: np.ndarray      # (max(ndyn, 1),) int64: input-fed neuron at PI_DOFF + i takes column dperm[PI_DOFF + i]
+    #                        of input_drive's totals (internal → external order, offset by PI_DOFF)
+    dgrid: np.ndarray      # (P, 2) float64: the grid's levels and φ (v0, or v0 − ½ for half_even) per population
     layered: bool          # feed-forward without delays: every projection 0-delay, to a later population
     #                        or the readout (the engine may then run it layer-major, evsnn.engine.layers)
 
@@ -200,6 +202,8 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
     sq = np.zeros(max(ntot, 1), dtype=np.int64)
     su = np.zeros(max(ntot, 1))
     ndyn = 0
+    dperms = []
+    dgrid = np.zeros((P, 2))
     for i, p in enumerate(pops):
         if not DR.has_drive(p):
             continue
@@ -207,6 +211,8 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         pi[i, PI_DPER] = p.size
         if DR.depends_on_input(net, p):
             pi[i, PI_DRIVE], pi[i, PI_DOFF] = D_INPUT, ndyn
+            dperms.append(perms[i] + ndyn)
+            dgrid[i] = p.levels, (p.v0 - 0.5 if p.rounding == "half_even" else p.v0)  # as DR.grid's φ
             ndyn += p.size
         else:
             pi[i, PI_DRIVE] = D_STATIC
@@ -340,19 +346,21 @@ def pack(net: S.Network, dtype=np.float32) -> Packed:
         out_ptr=out_ptr, out_list=order.astype(np.int64), fan=fan, fan_in=fan_in, ntot=ntot, acc_tot=acc,
         c_tot=max(coff, 1), blk_tot=boff, max_delay=max((pr.delay for pr in net.projections), default=0),
         macs_on=macs_on, max_cols=max_cols, sq=sq, su=su, ndyn=ndyn,
+        dperm=np.concatenate(dperms).astype(np.int64) if dperms else np.zeros(1, dtype=np.int64), dgrid=dgrid,
         layered=all(pr.delay == 0 and index[pr.post] > index[pr.pre] for pr in net.projections))
 
 
-def input_drive_grid(net: S.Network, pk: Packed, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Q int64, unit float64), each (N, max(ndyn, 1)): the drive grid of the input-fed populations for
-    samples ``x`` (N, input size, external order), population p's neurons at PI_DOFF in internal order."""
-    n = len(x)
-    q = np.zeros((n, max(pk.ndyn, 1)), dtype=np.int64)
-    u = np.zeros((n, max(pk.ndyn, 1)))
-    for i, p in enumerate(net.populations):
-        if pk.pi[i, PI_DRIVE] == D_INPUT:
-            half_even = p.rounding == "half_even"
-            off = p.v0 - 0.5 if half_even else p.v0  # as DR.grid
-            NR.grid_rows(np.ascontiguousarray(DR.drive_total(net, p, x)), pk.perms[i], float(p.levels), float(off),
-                         half_even, q, u, int(pk.pi[i, PI_DOFF]))
-    return q, u
+def input_drive(net: S.Network, pk: Packed, x: np.ndarray) -> np.ndarray:
+    """(N, max(ndyn, 1)) float64: the drive totals D (:func:`evsnn.ir.drive.drive_total`) of the
+    input-fed populations for samples ``x`` (N, input size, external order), population p's at PI_DOFF in
+    its external order; the engine puts each sample's on the grid (:func:`evsnn.engine.neurons.grid_row`,
+    gathered through ``pk.dperm``) when the sample starts. One population (the usual case): its totals
+    as :func:`~evsnn.ir.drive.drive_total` returns them, no copy."""
+    fed = [i for i in range(len(net.populations)) if pk.pi[i, PI_DRIVE] == D_INPUT]
+    if len(fed) == 1:
+        return np.ascontiguousarray(DR.drive_total(net, net.populations[fed[0]], x), dtype=np.float64)
+    d = np.zeros((len(x), max(pk.ndyn, 1)))
+    for i in fed:
+        o = int(pk.pi[i, PI_DOFF])
+        d[:, o:o + pk.sizes[i]] = DR.drive_total(net, net.populations[i], x)
+    return d

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evsnn.engine import cost
-from evsnn.engine.pack import DN_DENSE, J_KIND, J_NPOST, J_NPRE, K_DENSE, PI_OFF, Packed, input_drive_grid, pack
+from evsnn.engine.pack import DN_DENSE, J_KIND, J_NPOST, J_NPRE, K_DENSE, PI_OFF, Packed, input_drive, pack
 from evsnn.engine.batch import run_batch
 from evsnn.errors import ConversionError
 from evsnn.ir import drive as DR
@@ -158,8 +158,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
         rate = np.zeros((n, 0, 0), dtype=np.uint8)
         xin = np.ascontiguousarray(x.reshape(n, -1)[:, pk.in_perm])
     with one_blas_thread():  # OpenBLAS's workers spin ~0.1 s after a threaded call, on the engine threads' cores
-        dq, du = input_drive_grid(net, pk, x.reshape(n, -1)) if pk.ndyn and not use_rate else (
-            np.zeros((n, 1), dtype=np.int64), np.zeros((n, 1)))
+        dd = input_drive(net, pk, x.reshape(n, -1)) if pk.ndyn and not use_rate else np.zeros((n, 1))
     bitserial = net.preset == "bitserial"
     T = plan.max_steps
     thr = path_thresholds(prep, path)
@@ -181,7 +180,7 @@ def simulate(net: S.Network | Prepared, x, wake: int | None = None, sleep: int |
     while True:
         win = (0 if not pk.layered else layer_window(prep, group, t_try) if window is None
                else min(int(window), t_try))
-        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dq, du, t_try, thr, nthreads, group, win)
+        raw = _run_round(prep, plan, todo, xin, rate, use_rate, dd, t_try, thr, nthreads, group, win)
         quiet = raw["qa"] >= 0
         if t_try >= T or quiet.all():
             rounds.append((todo, raw))
@@ -295,7 +294,7 @@ def first_round_steps(plan) -> int:
     return min(plan.max_steps, plan.wake + SLEEP_WINDOW) if plan.auto else plan.max_steps
 
 
-def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dq, du, T: int,
+def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool, dd, T: int,
                thr: np.ndarray, nthreads: int, group: int, window: int) -> dict:
     """Samples ``idx`` simulated for at most ``T`` steps; their records keyed as :func:`_merge` reads them.
 
@@ -306,7 +305,7 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
     m = len(idx)
     whole = m == xin.shape[0]
     if not whole:  # every per-sample input has the batch axis first
-        xin, rate, dq, du = (np.ascontiguousarray(a[idx]) for a in (xin, rate, dq, du))
+        xin, rate, dd = (np.ascontiguousarray(a[idx]) for a in (xin, rate, dd))
     bitserial = net.preset == "bitserial"
     bits = int(net.bits or 0)
     P = len(pk.names)
@@ -337,7 +336,7 @@ def _run_round(prep: Prepared, plan, idx: np.ndarray, xin, rate, use_rate: bool,
                   pk.blk_tot, max(nall, xin.shape[1]) + 1, pk.max_cols if np.isfinite(thr).any() else 1,
                   dense_batch_size(prep) if window > 0 and np.isfinite(thr).any() else 0,
                   rec_out, rec_pos, rec_neg, rec_sops, rec_in_pos, rec_in_sops, raster, do_raster, counts, values,
-                  qa, silent, dq, du, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
+                  qa, silent, dd, pk.dperm, pk.dgrid, pk.sq, pk.su, DR.delivery_steps(net, plan.wake))
     raw = {"readout": rec_out, "in_pos": rec_in_pos, "in_sops": rec_in_sops, "qa": qa, "silent": silent}
     for p in range(P):
         off, size = int(pk.pi[p, PI_OFF]), pk.sizes[p]

@@ -244,9 +244,12 @@ def _update_pop(p, t, r, R, pi, ji, v0, theta, bias, v, cnt, val, acc, inp, cval
 @kernel
 def init_sample(n, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_ptr, out_list, thr,
                 v, cnt, val, acc, inp, cvals, mark, lst, lst_n, full, ev_in_idx, ev_in_sig, sig, scratch, out,
-                dq, du, sq, su, dsteps, dbase, dunit, drem, dmod):
+                dd, dperm, dgrid, dwq, dwork, sq, su, dsteps, dbase, dunit, drem, dmod):
     """Fresh state for sample n in one state slot (``v`` … ``dmod``); an analog input's current (the same in
-    every "on" step) delivered once into ``inp``."""
+    every "on" step) delivered once into ``inp``. Input-fed drives: sample n's totals ``dd[n]`` (external
+    order, population p's at PI_DOFF), gathered by ``dperm`` into internal order, put on their grid here
+    (levels and φ in ``dgrid[p]``; work space ``dwq`` int64 (ndyn,), ``dwork`` float64 (3, ndyn)), then
+    split over the steps: one sample's grid at a time, so a batch allocates no (N, ndyn) grid arrays."""
     P = pi.shape[0] - 1
     for p in range(P):
         off = pi[p, PI_OFF]
@@ -268,8 +271,11 @@ def init_sample(n, x, use_rate, pi, v0, theta, ji, jf, wbuf, ibuf, idx32, out_pt
             sz = pi[p, PI_DPER]  # a static drive that repeats at every position: one state per channel
             if dk == 2:  # fed by the input: this sample's grid
                 o = pi[p, PI_DOFF]
-                NR.drive_init(dq[n, o:o + sz], du[n, o:o + sz], dsteps, dbase[off:off + sz], dunit[off:off + sz],
-                              drem[off:off + sz], dmod[off:off + sz])
+                q, u = dwq[o:o + sz], dwork[0, o:o + sz]
+                NR.grid_row(dd[n], dperm[o:o + sz], dgrid[p, 0], dgrid[p, 1], pi[p, PI_HALF_EVEN] == 1, q, u,
+                            dwork[1], dwork[2])
+                NR.drive_init(q, u, dsteps, dbase[off:off + sz], dunit[off:off + sz], drem[off:off + sz],
+                              dmod[off:off + sz])
             else:
                 NR.drive_init(sq[off:off + sz], su[off:off + sz], dsteps, dbase[off:off + sz], dunit[off:off + sz],
                               drem[off:off + sz], dmod[off:off + sz])
