@@ -218,6 +218,26 @@ def test_may_fire_cif_never_rules_out_a_spike(seed, dtype):
                 assert NR.may_fire_cif(v[i], theta[i], count[i], cap), (v[i], theta[i], count[i], cap, he)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from([np.float32, np.float64]))
+def test_can_fire_cif_is_any_exact_spike_in_the_block(seed, dtype):
+    """can_fire_cif(lo, hi) is True exactly when some neuron of lo..hi has cif_sign ≠ 0: blocks without
+    a candidate, with one at the first, the last or any other neuron, at θ and 0 and beside them."""
+    rng = np.random.default_rng(seed)
+    n = 64
+    theta = rng.uniform(0.5, 2, n).astype(dtype)
+    v = (theta * rng.uniform(0.05, 0.9, n)).astype(dtype)  # below threshold, above 0: no spike
+    count = rng.integers(0, 4, n)
+    k = rng.integers(0, 3)  # 0, 1 or 2 neurons moved where they may fire
+    for i in rng.choice(n, k, replace=False):
+        v[i] = rng.choice([theta[i], 0.0, -theta[i], np.nextafter(theta[i], dtype(0)), 3 * theta[i]])
+    cap = int(rng.integers(0, 5))
+    for he in (False, True):
+        for lo, hi in ((0, n), (0, 1), (n - 1, n), (5, 37), (10, 10)):
+            want = any(NR.cif_sign(v[i], theta[i], count[i], cap, he) != 0 for i in range(lo, hi))
+            assert NR.can_fire_cif(v, count, theta, lo, hi, cap, he) == want, (lo, hi, cap, he)
+
+
 @pytest.mark.parametrize("drive", [False, True])
 @pytest.mark.parametrize("size,lo", [(NR.MANY + 3, 0), (2 * NR.MANY + 5, NR.MANY + 2), (NR.MANY + 8, 0)])
 def test_cif_event_list_stays_in_its_room(size, lo, drive):

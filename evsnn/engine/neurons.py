@@ -268,8 +268,17 @@ def can_fire_if(v, theta, lo, hi):
 
 @kernel
 def can_fire_cif(v, cnt, theta, lo, hi, cap, half_even):
-    for i in range(lo, hi):
-        if may_fire_cif(v[i], theta[i], cnt[i], cap) and cif_sign(v[i], theta[i], cnt[i], cap, half_even) != 0:
+    """Whether a neuron of lo..hi fires now (cif_sign ≠ 0): a branch-free pass (it vectorises) tells whether
+    any may (may_fire_cif), and the exact rule runs only then. Most blocks after the first sleep step have
+    no candidate, and a loop that left at the first one could not vectorise."""
+    vs, th, cs = v[lo:hi], theta[lo:hi], cnt[lo:hi]
+    maybe = False
+    for k in range(hi - lo):
+        maybe |= may_fire_cif(vs[k], th[k], cs[k], cap)
+    if not maybe:
+        return False
+    for k in range(hi - lo):
+        if may_fire_cif(vs[k], th[k], cs[k], cap) and cif_sign(vs[k], th[k], cs[k], cap, half_even) != 0:
             return True
     return False
 
