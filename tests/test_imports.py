@@ -45,6 +45,22 @@ def test_loading_data_and_a_network_file_loads_no_scipy_onnx_or_numba(tmp_path):
     assert loaded_after(code) <= {"numpy", "h5py"}
 
 
+def test_a_reference_run_through_a_dense_projection_loads_no_scipy(tmp_path):
+    # SciPy's import was a third of a one-sample `evsnn run` on a slow machine; the reference simulator's
+    # dense projections no longer need it (evsnn.ir.drive.dense_project)
+    from evsnn.store import save_network
+    from test_threads import _dense_net
+
+    net, x = _dense_net()
+    assert any(pr.kind == "dense" for pr in net.projections)
+    path = str(tmp_path / "net.h5")
+    save_network(net, path)
+    code = ("import numpy as np\nfrom evsnn.store import load_network\nfrom evsnn.reference import simulate\n"
+            f"res = simulate(load_network({path!r}), np.array({x.tolist()!r}))\n"
+            "assert sum(int(c.sum()) for c in res.counts.values()) > 0")
+    assert loaded_after(code) <= {"numpy", "h5py"}
+
+
 @pytest.mark.parametrize("only_daemons", [True, False])
 def test_cli_main_skips_the_interpreter_teardown(monkeypatch, only_daemons):
     # the teardown of Numba's objects was 0.2 s of a one-sample run (bench/fixed_cost.py); main() ends
