@@ -285,7 +285,7 @@ def run(network, data, output, preset, levels, calibrate, percentile, calibrate_
                    "to continue", err=True)
         sys.exit(130)
     from evsnn.report import summarize
-    s = summarize(path)
+    s = summarize(path, trusted=True)  # the file run_to_file has just written and closed
     acc = "" if s["final_accuracy"] is None else f", final accuracy {100 * s['final_accuracy']:.2f}%"
     where = "" if client is None else f", {state['writer'].config.get('workers')} Dask workers"
     click.echo(f"wrote {path}: {s['samples']} samples, {s['steps']} steps{acc} "

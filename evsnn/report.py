@@ -32,9 +32,10 @@ def _num(v):
     return v if math.isfinite(v) else None
 
 
-def summarize(path: str | os.PathLike, at=DEFAULT_AT) -> dict:
-    """JSON-ready summary of one results file (see the module docstring)."""
-    s = read_summary(path)
+def summarize(path: str | os.PathLike, at=DEFAULT_AT, trusted: bool = False) -> dict:
+    """JSON-ready summary of one results file (see the module docstring). ``trusted``: a file this process
+    has just written, read without the untrusted-file checks (:func:`evsnn.store.results.open_results`)."""
+    s = read_summary(path, trusted)
     n, steps, cfg = s["samples"], s["steps"], s["config"]
     acc = s["accuracy"]
     out = {"file": os.fspath(path), "format_version": s["format_version"], "preset": cfg.get("preset", ""),

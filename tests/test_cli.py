@@ -178,6 +178,24 @@ def test_convert_run_report_inspect(files):
     assert info["levels"] == [3] and info["input_shape"] == [1, 6, 6]
 
 
+def test_run_summarizes_its_own_output_unchecked_and_the_same(files, monkeypatch):
+    # `evsnn run` reads back the file it has just written without the untrusted-file walks (35 ms of a
+    # one-sample run on a slow machine, bench/fixed_cost.py); every other reader still checks
+    from evsnn.report import summarize
+    from evsnn.store import results as R
+
+    tmp, model, data = files
+    net, out = str(tmp / "net.h5"), str(tmp / "r.h5")
+    ok(invoke("convert", model, "-o", net, "--preset", "casc"))
+    checked = []
+    real = R.check_results
+    monkeypatch.setattr(R, "check_results", lambda *a: checked.append(a[1]) or real(*a))
+    r = ok(invoke(*run_args(net, data, out)))
+    assert checked == [] and "final accuracy" in r.output
+    assert summarize(out, trusted=True) == summarize(out)
+    assert checked == [out]
+
+
 def test_run_converts_a_model_on_the_fly(files):
     tmp, model, data = files
     out = str(tmp / "r.h5")
