@@ -450,8 +450,9 @@ def test_two_input_fed_populations_take_their_own_drive_grids():
             np.testing.assert_array_equal(got.counts[name], want.counts[name])
 
 
+@pytest.mark.parametrize("duplicates", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_dense_projection_sums_in_scipys_order_bit_for_bit(dtype):
+def test_dense_projection_sums_in_scipys_order_bit_for_bit(dtype, duplicates):
     # the reference's dense projection (evsnn.ir.drive.dense_project) replaced SciPy's csr.T.dot to keep
     # SciPy out of a short run; same order of additions, so the same bits on He-normal (non-dyadic)
     # weights, with empty rows, duplicate indices in a row, zero columns and negative signals
@@ -464,7 +465,8 @@ def test_dense_projection_sums_in_scipys_order_bit_for_bit(dtype):
     lens = rng.integers(0, 9, n_pre)
     lens[[3, 17]] = 0
     indptr = np.concatenate([[0], np.cumsum(lens)])
-    indices = rng.integers(0, n_post, indptr[-1])
+    indices = (rng.integers(0, n_post, indptr[-1]) if duplicates else
+               np.concatenate([rng.permutation(n_post)[:k] for k in lens]).astype(np.int64))
     data = (rng.normal(0, np.sqrt(2 / n_pre), indptr[-1])).astype(dtype)
     pr = S.DenseProjection("a", "b", (n_pre,), (n_post,), indptr=indptr, indices=indices, data=data)
     s = rng.normal(0, 1, (5, n_pre)) * (rng.random((5, n_pre)) < 0.5)
