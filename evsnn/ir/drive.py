@@ -72,19 +72,41 @@ def dense_matrix(pr: S.DenseProjection):
     return sp.csr_matrix((pr.data, pr.indices, pr.indptr), shape=(n_pre, n_post))
 
 
+ACCUMULATE_ELEMENTS = 1 << 22  # dense_project sums by accumulation up to this (samples, post, entries) array
+ACCUMULATE_SAMPLES = 64  # ... and this many samples (beyond, its row loop is faster)
+
+
 def dense_project(pr: S.DenseProjection, s: np.ndarray) -> np.ndarray:
     """(N, pre size) signal → (N, post size): ``out[:, indices[k]] += s[:, i]·data[k]`` for the entries k of
     row i, rows in ascending order and each row's entries in stored order (duplicates added one by one),
     starting from +0.
 
     That is the order of SciPy's ``csr.T.dot`` (its CSC mat-vecs), which this replaces bit for bit: SciPy's
-    import alone (≈ 0.2 s on a slow machine) was a third of a one-sample ``evsnn run``. The sums are kept
-    transposed, (post, N), so each row adds whole contiguous rows of samples. Rows whose signal is zero
-    in every sample are skipped: adding ±0 to a sum that starts at +0 changes no bit."""
-    n_post = int(np.prod(pr.post_shape))
+    import alone (≈ 0.2 s on a slow machine) was a third of a one-sample ``evsnn run``. Two ways, both in
+    that order:
+
+    - few samples: each target's products are laid out in order along the last axis of a
+      (N, post, 1 + most entries) array, after a +0, and summed by ``np.add.accumulate`` (one after
+      another, unlike ``sum``'s pairwise reduction); the padding after them is +0 too, which changes no
+      bit of a sum that starts at +0;
+    - else row by row, the sums kept transposed (post, N) so that each row adds contiguous rows of
+      samples; rows whose signal is zero in every sample are skipped (adding ±0 to a sum from +0
+      changes no bit)."""
+    n, n_post = s.shape[0], int(np.prod(pr.post_shape))
+    dt = np.result_type(s.dtype, pr.data.dtype)
     ip, ix, d = pr.indptr, pr.indices, pr.data
-    st = np.ascontiguousarray(s.T)
-    out = np.zeros((n_post, s.shape[0]), np.result_type(s.dtype, d.dtype))
+    st = np.ascontiguousarray(s.T)  # (pre, N): gathering a pre neuron copies a contiguous row
+    per_target = np.bincount(ix, minlength=n_post)
+    width = 1 + int(per_target.max(initial=0))
+    if n <= ACCUMULATE_SAMPLES and n * n_post * width <= ACCUMULATE_ELEMENTS:
+        order = np.argsort(ix, kind="stable")  # each target's entries in CSR order
+        cols = ix[order]
+        slot = 1 + np.arange(len(ix)) - (np.cumsum(per_target) - per_target)[cols]
+        src = np.repeat(np.arange(len(ip) - 1), np.diff(ip))[order]
+        buf = np.zeros((n, n_post, width), dt)
+        buf[:, cols, slot] = (st[src] * d[order][:, None]).T
+        return np.add.accumulate(buf, axis=2)[:, :, -1].copy()
+    out = np.zeros((n_post, n), dt)
     rows = np.repeat(np.arange(len(ip) - 1), np.diff(ip))
     unique = len(np.unique(rows * n_post + ix)) == len(ix)  # no target twice in a row: fancy += is exact
     for i in np.flatnonzero(np.any(st != 0, axis=1)):
