@@ -32,13 +32,20 @@ def test_run_path_modules_load_no_scipy_onnx_or_numba(module):
     assert loaded_after(f"import {module}") <= {"numpy", "h5py"}
 
 
-def test_loading_data_and_a_network_file_loads_no_scipy_onnx_or_numba(tmp_path):
+def _saved_dense_net(tmp_path):
+    """(path of a saved casc network with a dense projection, its inputs)."""
     from evsnn.store import save_network
     from test_threads import _dense_net
 
-    net, _ = _dense_net()
+    net, x = _dense_net()
+    assert any(pr.kind == "dense" for pr in net.projections)
     path = str(tmp_path / "net.h5")
     save_network(net, path)
+    return path, x
+
+
+def test_loading_data_and_a_network_file_loads_no_scipy_onnx_or_numba(tmp_path):
+    path, _ = _saved_dense_net(tmp_path)
     code = ("from evsnn import runner\n"
             f"runner.prepare_network({path!r}, None, None, None, 99.99, 'analog')\n"
             "runner.load_data('digits', 1)")
@@ -48,13 +55,7 @@ def test_loading_data_and_a_network_file_loads_no_scipy_onnx_or_numba(tmp_path):
 def test_a_reference_run_through_a_dense_projection_loads_no_scipy(tmp_path):
     # SciPy's import was a third of a one-sample `evsnn run` on a slow machine; the reference simulator's
     # dense projections no longer need it (evsnn.ir.drive.dense_project)
-    from evsnn.store import save_network
-    from test_threads import _dense_net
-
-    net, x = _dense_net()
-    assert any(pr.kind == "dense" for pr in net.projections)
-    path = str(tmp_path / "net.h5")
-    save_network(net, path)
+    path, x = _saved_dense_net(tmp_path)
     code = ("import numpy as np\nfrom evsnn.store import load_network\nfrom evsnn.reference import simulate\n"
             f"res = simulate(load_network({path!r}), np.array({x.tolist()!r}))\n"
             "assert sum(int(c.sum()) for c in res.counts.values()) > 0")
