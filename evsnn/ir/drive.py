@@ -98,16 +98,15 @@ def dense_project(pr: S.DenseProjection, s: np.ndarray) -> np.ndarray:
     st = np.ascontiguousarray(s.T)  # (pre, N): gathering a pre neuron copies a contiguous row
     per_target = np.bincount(ix, minlength=n_post)
     width = 1 + int(per_target.max(initial=0))
+    rows = np.repeat(np.arange(len(ip) - 1), np.diff(ip))  # each entry's pre neuron
     if n <= ACCUMULATE_SAMPLES and n * n_post * width <= ACCUMULATE_ELEMENTS:
         order = np.argsort(ix, kind="stable")  # each target's entries in CSR order
         cols = ix[order]
         slot = 1 + np.arange(len(ix)) - (np.cumsum(per_target) - per_target)[cols]
-        src = np.repeat(np.arange(len(ip) - 1), np.diff(ip))[order]
         buf = np.zeros((n, n_post, width), dt)
-        buf[:, cols, slot] = (st[src] * d[order][:, None]).T
+        buf[:, cols, slot] = (st[rows[order]] * d[order][:, None]).T
         return np.add.accumulate(buf, axis=2)[:, :, -1].copy()
     out = np.zeros((n_post, n), dt)
-    rows = np.repeat(np.arange(len(ip) - 1), np.diff(ip))
     unique = len(np.unique(rows * n_post + ix)) == len(ix)  # no target twice in a row: fancy += is exact
     for i in np.flatnonzero(np.any(st != 0, axis=1)):
         a, b = ip[i], ip[i + 1]
