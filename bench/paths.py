@@ -1,7 +1,7 @@
 """The per-projection path choice on every network of issue #14's table: ``path="auto"`` against the
 event-only and dense-only runs (the rule: auto ≤ 1.1 × the faster of the two).
 
-    python bench/paths.py [--cases digits-if,...] [--samples N] [--reps 3]
+    python bench/paths.py [--cases digits-if,...] [--samples N] [--reps 5]
 
 Cases are bench/peers.py's (the same networks, weights, inputs and schedules). Samples: the table's 599
 on the digits CNN (16 samples take 5 ms, too short to time), 16 on the others (the dense-only run of
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names (bench/peers.py)")
     ap.add_argument("--samples", type=int, default=None,
                     help=f"samples per case at most (default: 599 on digits, {LARGE_SAMPLES} on the others)")
-    ap.add_argument("--reps", type=int, default=3, help="timed rounds (auto, event, dense alternating)")
+    ap.add_argument("--reps", type=int, default=5, help="timed rounds (auto, event, dense alternating)")
     a = ap.parse_args(argv)
     cases = a.cases.split(",")
     unknown = sorted(set(cases) - set(CASES))

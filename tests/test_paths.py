@@ -208,3 +208,36 @@ def test_cache_goes_to_the_first_writable_place(tmp_path, monkeypatch):
     monkeypatch.undo()  # the real cache_paths
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cost.cache_paths()[-1] == str(tmp_path / "xdg" / "evsnn" / cost.FILE)
+
+
+def test_calibration_events_do_enough_work_to_be_timed():
+    rng = np.random.default_rng(0)
+    for n, act, fan in ((64, 0.03, 64), (256, 0.03, 16), (16, 0.01, 4), (4096, 0.25, 576)):
+        idx = CAL._events(n, act, rng, fan)
+        assert (np.diff(idx) > 0).all() and idx[0] >= 0 and idx[-1] < n  # sorted, distinct, in range
+        assert len(idx) >= min(-(-CAL.MIN_SOPS // fan), n)
+    assert len(CAL._events(16, 0.01, rng, 4)) == 16  # a layer too small for MIN_SOPS: all of it
+    assert abs(len(CAL._events(4096, 0.25, rng, 576)) - 1024) < 150  # enough work already: the activity
+
+
+def test_calibration_charges_the_events_only_their_own_cost(monkeypatch):
+    """The per-event cost is the timed call on the events less the same call on none: a fixed cost per
+    call (dispatch, the marks' reset) is not charged to the events, however few they are."""
+    cost_of = {}
+
+    def scatter(i, s, track):
+        cost_of["last"] = 3e-6 + (2e-8 if track else 1e-8) * len(i)  # per call + per event
+
+    def fake_time(fn, t0=0.0):
+        fn()
+        return max(cost_of["last"] - t0, 1e-9)
+    monkeypatch.setattr(CAL, "_time", fake_time)
+    mark = np.ones(5, np.uint8)
+    rows = {False: [], True: []}
+    ev = np.array([1.0, 64.0])
+    CAL._event_rows(scatter, np.arange(2, dtype=np.int64), np.ones(2), mark, ev, rows)
+    assert (mark == 0).all()  # the marks are reset before each call
+    (f0, t0), = rows[False]
+    (f1, t1), = rows[True]
+    assert f0 is ev and f1 is ev
+    assert np.isclose(t0, 1e-8) and np.isclose(t1, 2e-8)

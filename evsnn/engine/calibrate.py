@@ -3,8 +3,16 @@
 Times the engine's own kernels (conv and CSR scatter, with and without block tracking; im2col + gemm
 and gemv; the CIF/IF neuron updates) on synthetic layers spanning the shapes of small CNNs, one thread
 for BLAS where threadpoolctl is installed, best of a few rounds, and fits each linear cost by
-non-negative least squares on relative error. A call's Python dispatch overhead (measured as a
-0-event scatter) is subtracted: the compiled step loop has none.
+non-negative least squares on relative error. A call's Python dispatch overhead is subtracted (the
+compiled step loop has none): for the dense steps the time of a 0-event scatter call, for the event
+path the time of the same timed call on 0 events (:func:`_event_rows`), so the per-event cost is a
+difference in which the call, and the block marks' reset a tracking scatter needs before each call,
+cancel; each timed scatter does at least :data:`MIN_SOPS` operations, so that difference is not noise.
+Before (only the bare call subtracted, 2 events on the smallest layers) the reset and the noise were
+charged to the events, and relative-error fitting let those few rows set the CSR line: 40–77 ns a
+event plus 0.9–1.3 per SOP, against 6 + 0.8–0.9 now (this machine, 2026-12-06). That sent the digits
+CNN's 512 → 10 readout to the dense gemv above 40 events a step, where the scatter is faster up to
+~120 (bench/paths.py, digits casc: auto 1.06–1.09× the event-only run before, 0.99–1.00 after).
 """
 
 from __future__ import annotations
@@ -45,6 +53,28 @@ def _time(fn, t0=0.0) -> float:
     return max(best_time(fn, reps=5, min_time=0.002) - t0, 1e-9)
 
 
+MIN_SOPS = 4096  # synaptic operations of a timed scatter at least: less work than ~2 µs leaves a
+# difference of two call times (the events' cost) mostly noise
+
+
+def _events(n, act, rng, fan) -> np.ndarray:
+    """Sorted indices of a step's events among ``n`` neurons of fan-out ``fan``: each neuron spikes with
+    probability ``act``, and at least :data:`MIN_SOPS` ÷ ``fan`` of them (or all ``n``) spike."""
+    k = max(int(rng.binomial(n, act)), min(-(-MIN_SOPS // max(int(fan), 1)), n))
+    return np.sort(rng.choice(n, k, replace=False)).astype(np.int64)
+
+
+def _event_rows(scatter, idx, sig, mark, ev, rows) -> None:
+    """Append (features ``ev``, seconds per event) of ``scatter(idx, sig, track)`` to ``rows[track]``, both
+    ways: the timed call (marks reset, then the scatter) on these events less the same call on none."""
+    for track in (False, True):
+        def run(i, s):
+            mark[:] = 0
+            scatter(i, s, track)
+        base = _time(lambda: run(idx[:0], sig[:0]))
+        rows[track].append((ev, _time(lambda: run(idx, sig), base) / len(idx)))
+
+
 def _conv(c, h, cout, g, dtype, rng, ev_rows, de_rows):
     k = 3
     cig = c // g
@@ -62,17 +92,12 @@ def _conv(c, h, cout, g, dtype, rng, ev_rows, de_rows):
     t0 = min(best_time(lambda: KN.conv_scatter(none, sigbuf, 0, w, *geo, acc, False, mark, lst, 0), reps=9,
                    min_time=0.001), 2e-6)  # the dispatch overhead of a Python call (none in the step loop)
     for act in ACTS:
-        idx = np.flatnonzero(rng.random(n) < act).astype(np.int64)
+        idx = _events(n, act, rng, cout * 9)
         sig = np.ones(len(idx), dtype)
-        if len(idx) == 0:
-            continue
         f = float(fan[idx].mean())
         ev, de = conv_features(k, k, c, cout, g, h, h, n, h * h * cout, f)
-        for track in (False, True):
-            def run():
-                mark[:] = 0
-                KN.conv_scatter(idx, sig, len(idx), w, *geo, acc, track, mark, lst, 0)
-            ev_rows[track].append((ev, _time(run, t0) / len(idx)))
+        _event_rows(lambda i, s, tr: KN.conv_scatter(i, s, len(i), w, *geo, acc, tr, mark, lst, 0), idx, sig,
+                    mark, ev, ev_rows)
     de_rows.append((de, _time(lambda: KN.conv_dense(idx, sig, len(idx), w, *geo, sigbuf, acc, scratch), t0)))
 
 
@@ -88,16 +113,11 @@ def _csr(n_pre, n_post, dtype, rng, ev_rows, de_rows):
     t0 = min(best_time(lambda: KN.csr_scatter(none, sigbuf, 0, indptr, indices, data, acc, False, mark, lst, 0, 1),
                    reps=9, min_time=0.001), 2e-6)
     for act in ACTS:
-        idx = np.flatnonzero(rng.random(n_pre) < act).astype(np.int64)
-        if len(idx) == 0:
-            continue
+        idx = _events(n_pre, act, rng, n_post)
         sig = np.ones(len(idx), dtype)
         ev, de = csr_features(n_pre, n_post, float(n_post))
-        for track in (False, True):
-            def run():
-                mark[:] = 0
-                KN.csr_scatter(idx, sig, len(idx), indptr, indices, data, acc, track, mark, lst, 0, 1)
-            ev_rows[track].append((ev, _time(run, t0) / len(idx)))
+        _event_rows(lambda i, s, tr: KN.csr_scatter(i, s, len(i), indptr, indices, data, acc, tr, mark, lst, 0, 1),
+                    idx, sig, mark, ev, ev_rows)
     de_rows.append((de, _time(lambda: KN.csr_dense(idx, sig, len(idx), data, n_pre, n_post, sigbuf, acc, prod), t0)))
 
 
