@@ -164,37 +164,18 @@ def compare(net, x, wake, sleep, threads, label, reps=None, dtype=None):
 
 def path_choice(threads, div=4, n=4):
     """VGG-16-style net (``vgg16(div)``, normal inputs): time of path="auto" vs "event" vs "dense" for
-    if (L = 7, T = 32) and casc (L = 15, its own schedule), best CPU time of REPS interleaved runs. The rule (issue
-    #14): auto ≤ 1.1 × min(event, dense). Returns {case: auto / min(event, dense)}."""
+    if (L = 7, T = 32) and casc (L = 15, its own schedule), best CPU time of REPS interleaved runs
+    (bench/paths.py's :func:`measure_net`). The rule (issue #14): auto ≤ 1.1 × min(event, dense). Returns
+    {case: auto / min(event, dense)}."""
+    from paths import measure_net  # here: bench/paths.py imports bench/peers.py, which imports this module
+
     x = np.random.default_rng(0).normal(size=(n, 3, 32, 32))
     print(f"# path choice: VGG-16-style (13 conv 3x3, channels / {div}, He-normal), batch={n}, threads={threads}")
     out = {}
     for preset, levels, kw in (("if", 7, dict(wake=32, sleep=0)), ("casc", 15, {})):
-        prep = engine.prepare(convert(calibrate(vgg16(np.random.default_rng(1), div), x, levels), preset))
-        paths = ("auto", "event", "dense")
-        for path in paths:
-            engine.simulate(prep, x[:1], path=path, threads=threads, allow_inexact=True, **kw)  # compile / load
-        ts, first = {p: [] for p in paths}, None
-        # interleaved, best of REPS, process CPU time: on a shared machine wall time mostly measures the
-        # neighbours (one thread: CPU time = the run's own time)
-        for _ in range(REPS):
-            for path in paths:
-                t0 = time.process_time()
-                res = engine.simulate(prep, x, path=path, threads=threads, allow_inexact=True, **kw)
-                ts[path].append(time.process_time() - t0)
-                if first is None:
-                    first = res
-                elif any(not np.array_equal(first.counts[k], res.counts[k]) for k in res.counts):
-                    print(f"  !! {preset}: counts of path={path} differ from path=auto")
-        ts = {p: min(v) for p, v in ts.items()}
-        neurons = sum(v.shape[1] for v in first.counts.values())
-        act = sum(first.spikes_pos[k][:, :first.wake].sum() + first.spikes_neg[k][:, :first.wake].sum()
-                  for k in first.counts) / (neurons * first.wake * n)
-        r = ts["auto"] / min(ts["event"], ts["dense"])
-        out[f"vgg16_{preset}_auto_over_best"] = r
-        print(f"vgg16 {preset:4s} L={levels:<3d} [{prep.dtype}] steps={first.readout.shape[1]:3d} wake_act={act:.3f} "
-              f"cpu: auto={ts['auto'] * 1e3:8.1f}ms event={ts['event'] * 1e3:8.1f}ms dense={ts['dense'] * 1e3:8.1f}ms "
-              f"auto/best={r:5.2f} {'ok' if r <= 1.1 else 'SLOWER'}")
+        net = convert(calibrate(vgg16(np.random.default_rng(1), div), x, levels), preset)
+        out[f"vgg16_{preset}_auto_over_best"] = measure_net(f"vgg16 {preset} L={levels}", net, x,
+                                                            dict(kw, allow_inexact=True), REPS, threads)
     return out
 
 

@@ -55,10 +55,19 @@ def measure(case: str, samples: int, reps: int) -> float:
     return measure_net(case, net, x, {} if wake is None else {"wake": wake, "sleep": sleep}, reps)
 
 
-def measure_net(name: str, net, x: np.ndarray, kw: dict, reps: int) -> float:
-    """:func:`measure` on a built network ``net``, inputs ``x`` and schedule keywords ``kw``."""
+def wake_activity(res) -> float:
+    """Spikes per neuron and wake step, over every population and sample of ``res``."""
+    neurons = sum(v.shape[1] for v in res.counts.values())
+    spikes = sum(int(res.spikes_pos[k][:, :res.wake].sum() + res.spikes_neg[k][:, :res.wake].sum())
+                 for k in res.counts)
+    return spikes / (neurons * res.wake * res.readout.shape[0])
+
+
+def measure_net(name: str, net, x: np.ndarray, kw: dict, reps: int, threads: int = 1) -> float:
+    """:func:`measure` on a built network ``net``, inputs ``x`` and keywords ``kw`` of ``engine.simulate``
+    (the schedule), on ``threads`` engine threads."""
     prep = engine.prepare(net)
-    run = {p: (lambda p=p: engine.simulate(prep, x, path=p, threads=1, **kw)) for p in PATHS}
+    run = {p: (lambda p=p: engine.simulate(prep, x, path=p, threads=threads, **kw)) for p in PATHS}
     for p in PATHS:
         run[p]()  # compile / cache load, first-touch of the state
     best, res = {p: np.inf for p in PATHS}, {}
@@ -70,9 +79,10 @@ def measure_net(name: str, net, x: np.ndarray, kw: dict, reps: int) -> float:
     diff = {p: differing_counts(res["event"], res[p]) for p in ("auto", "dense")}
     moved = "" if not any(diff.values()) else (
         f"  counts differing from event: auto {diff['auto']}, dense {diff['dense']}")
-    print(f"{name:14s} {len(x):4d} samples [{prep.dtype}] cpu: auto {best['auto']:8.3f}s event "
-          f"{best['event']:8.3f}s dense {best['dense']:8.3f}s  auto/best {r:5.2f} "
-          f"{'ok' if r <= RULE else 'SLOWER'}{moved}", flush=True)
+    ev = res["event"]
+    print(f"{name:14s} {len(x):4d} samples [{prep.dtype}] steps {ev.readout.shape[1]:3d} wake_act "
+          f"{wake_activity(ev):.3f} cpu: auto {best['auto']:8.3f}s event {best['event']:8.3f}s dense "
+          f"{best['dense']:8.3f}s  auto/best {r:5.2f} {'ok' if r <= RULE else 'SLOWER'}{moved}", flush=True)
     return r
 
 

@@ -92,7 +92,7 @@ def _conv(c, h, cout, g, dtype, rng, ev_rows, de_rows):
     t0 = min(best_time(lambda: KN.conv_scatter(none, sigbuf, 0, w, *geo, acc, False, mark, lst, 0), reps=9,
                    min_time=0.001), 2e-6)  # the dispatch overhead of a Python call (none in the step loop)
     for act in ACTS:
-        idx = _events(n, act, rng, cout * 9)
+        idx = _events(n, act, rng, fan.mean())
         sig = np.ones(len(idx), dtype)
         f = float(fan[idx].mean())
         ev, de = conv_features(k, k, c, cout, g, h, h, n, h * h * cout, f)
